@@ -1,0 +1,54 @@
+# reverbpy: two commands do all set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+
+.PHONY: run serve test check install node-deps browser-deps bench clean
+
+# Python environment: the package in editable mode with its test, speed and Redis extras.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,fast,redis,examples]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Real pusher-js and laravel-echo from npm, used by the compatibility tests.
+tests/js/node_modules/.installed: tests/js/package.json
+	cd tests/js && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: tests/js/node_modules/.installed
+
+# Headless Chromium from Debian for the browser tests (Playwright drives the system build).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+serve: install
+	$(VENV)/bin/reverbpy serve --port $(PORT)
+
+run: install examples/booking_app/static/vendor/.installed
+	$(PY) -m examples.booking_app.run
+
+examples/booking_app/static/vendor/.installed: examples/booking_app/package.json
+	cd examples/booking_app && npm install --no-audit --no-fund --loglevel=error && node vendor.mjs
+	touch $@
+
+check: install
+	$(VENV)/bin/ruff check reverbpy tests
+	$(VENV)/bin/ruff format --check reverbpy
+	$(VENV)/bin/mypy
+
+test: install node-deps browser-deps examples/booking_app/static/vendor/.installed check
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules examples/booking_app/node_modules
