@@ -1,0 +1,246 @@
+// A real pusher-js (or Laravel Echo on top of pusher-js) client driven by the Python tests.
+//
+// Usage: node client.mjs '<config JSON>'
+//   config: {
+//     lib: "pusher" | "echo",            which library's API the commands use
+//     key, host, port,                   where the server is
+//     wsPath?: "/ws",                    server path prefix
+//     authEndpoint?: "http://…/auth",    channel authorization endpoint (private/presence)
+//     authParams?: {…},                  extra form fields posted to the auth endpoint
+//     activityTimeout?: ms, pongTimeout?: ms
+//   }
+//
+// Protocol: one JSON command per stdin line, one JSON observation per stdout line.
+//   Every command may carry an "id"; once it has run, {"type":"ack","id":…,"result":…} is printed
+//   (or {"type":"ack","id":…,"error":"…"} when it threw).
+//   Observations: {"type":"state",previous,current,socket_id}, {"type":"connected",socket_id},
+//   {"type":"connection_error",error}, {"type":"subscription_succeeded",channel,data|members},
+//   {"type":"subscription_error",channel,data}, {"type":"member_added"|"member_removed",channel,member},
+//   {"type":"event",channel,event,data} (every other event through bind_global),
+//   {"type":"bound",channel,event,data,metadata} (callbacks from explicit bind(), with pusher-js metadata),
+//   Echo: {"type":"echo_event",channel,listener,data,metadata}, {"type":"echo_whisper",channel,whisper,data,metadata},
+//   {"type":"echo_subscribed",channel}, {"type":"echo_error",channel,error},
+//   {"type":"echo_here"|"echo_joining"|"echo_leaving",channel,…}.
+import readline from 'node:readline';
+import Pusher from 'pusher-js';
+import Echo from 'laravel-echo';
+
+const config = JSON.parse(process.argv[2] ?? '{}');
+
+function safe(value) {
+  // JSON-able copy of anything pusher-js hands us (errors may hold sockets with cycles).
+  const seen = new WeakSet();
+  try {
+    return JSON.parse(
+      JSON.stringify(value ?? null, (k, v) => {
+        if (v instanceof Error) return { name: v.name, message: v.message };
+        if (typeof v === 'object' && v !== null) {
+          if (seen.has(v)) return '[cycle]';
+          seen.add(v);
+        }
+        if (typeof v === 'function') return undefined;
+        return v;
+      }),
+    );
+  } catch (e) {
+    return String(value);
+  }
+}
+
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function membersOf(members) {
+  if (!members) return null;
+  return { count: members.count, me: safe(members.me), members: safe(members.members) };
+}
+
+const pusherOptions = {
+  cluster: '',
+  wsHost: config.host ?? '127.0.0.1',
+  wsPort: config.port,
+  wssPort: config.port,
+  forceTLS: false,
+  enabledTransports: ['ws'],
+};
+if (config.wsPath) pusherOptions.wsPath = config.wsPath;
+if (config.activityTimeout) pusherOptions.activityTimeout = config.activityTimeout;
+if (config.pongTimeout) pusherOptions.pongTimeout = config.pongTimeout;
+
+Pusher.logToConsole = false;
+Pusher.log = (msg) => process.stderr.write(`[pusher-js] ${msg}\n`);
+
+let pusher;
+let echo = null;
+if (config.lib === 'echo') {
+  // The options a Laravel app passes for `broadcaster: 'reverb'` (laravel docs, broadcasting.md).
+  const options = { broadcaster: 'reverb', key: config.key, Pusher, ...pusherOptions };
+  if (config.authEndpoint) {
+    options.authEndpoint = config.authEndpoint;
+    options.auth = { headers: {}, params: config.authParams ?? {} };
+  }
+  echo = new Echo(options);
+  pusher = echo.connector.pusher;
+} else {
+  const options = { ...pusherOptions };
+  if (config.authEndpoint) {
+    options.channelAuthorization = {
+      endpoint: config.authEndpoint,
+      transport: 'ajax',
+      params: config.authParams ?? {},
+    };
+  }
+  pusher = new Pusher(config.key, options);
+}
+
+pusher.connection.bind('state_change', (s) =>
+  emit({ type: 'state', previous: s.previous, current: s.current, socket_id: pusher.connection.socket_id ?? null }),
+);
+pusher.connection.bind('connected', () => emit({ type: 'connected', socket_id: pusher.connection.socket_id }));
+pusher.connection.bind('error', (err) => emit({ type: 'connection_error', error: safe(err) }));
+
+// --- pusher-js API -------------------------------------------------------------------------
+
+function observeChannel(channel, name) {
+  channel.bind_global((event, data) => {
+    switch (event) {
+      case 'pusher:subscription_succeeded':
+        if (name.startsWith('presence-')) emit({ type: 'subscription_succeeded', channel: name, members: membersOf(data) });
+        else emit({ type: 'subscription_succeeded', channel: name, data: safe(data) });
+        break;
+      case 'pusher:subscription_error':
+        emit({ type: 'subscription_error', channel: name, data: safe(data) });
+        break;
+      case 'pusher:member_added':
+        emit({ type: 'member_added', channel: name, member: safe(data) });
+        break;
+      case 'pusher:member_removed':
+        emit({ type: 'member_removed', channel: name, member: safe(data) });
+        break;
+      default:
+        emit({ type: 'event', channel: name, event, data: safe(data) });
+    }
+  });
+}
+
+function bindEvent(name, event) {
+  const channel = pusher.channel(name);
+  if (!channel) throw new Error(`not subscribed to ${name}`);
+  channel.bind(event, (data, metadata) =>
+    emit({ type: 'bound', channel: name, event, data: safe(data), metadata: safe(metadata ?? null) }),
+  );
+}
+
+// --- Laravel Echo API ----------------------------------------------------------------------
+
+function echoChannel(cmd) {
+  const kind = cmd.kind ?? 'public';
+  let ch;
+  let name;
+  if (kind === 'public') {
+    ch = echo.channel(cmd.channel);
+    name = cmd.channel;
+  } else if (kind === 'private') {
+    ch = echo.private(cmd.channel);
+    name = `private-${cmd.channel}`;
+  } else if (kind === 'presence') {
+    ch = echo.join(cmd.channel);
+    name = `presence-${cmd.channel}`;
+    ch.here((users) => emit({ type: 'echo_here', channel: name, users: safe(users) }))
+      .joining((user) => emit({ type: 'echo_joining', channel: name, user: safe(user) }))
+      .leaving((user) => emit({ type: 'echo_leaving', channel: name, user: safe(user) }));
+  } else {
+    throw new Error(`unknown channel kind ${kind}`);
+  }
+  ch.subscribed(() => emit({ type: 'echo_subscribed', channel: name }));
+  ch.error((error) => emit({ type: 'echo_error', channel: name, error: safe(error) }));
+  for (const listener of cmd.listen ?? []) {
+    ch.listen(listener, (data, metadata) =>
+      emit({ type: 'echo_event', channel: name, listener, data: safe(data), metadata: safe(metadata ?? null) }),
+    );
+  }
+  for (const whisper of cmd.whispers ?? []) {
+    ch.listenForWhisper(whisper, (data, metadata) =>
+      emit({ type: 'echo_whisper', channel: name, whisper, data: safe(data), metadata: safe(metadata ?? null) }),
+    );
+  }
+  return name;
+}
+
+function echoFind(cmd) {
+  const kind = cmd.kind ?? 'public';
+  if (kind === 'private') return echo.private(cmd.channel);
+  if (kind === 'presence') return echo.join(cmd.channel);
+  return echo.channel(cmd.channel);
+}
+
+// --- command loop --------------------------------------------------------------------------
+
+function run(cmd) {
+  switch (cmd.cmd) {
+    case 'subscribe': {
+      const channel = pusher.subscribe(cmd.channel);
+      observeChannel(channel, cmd.channel);
+      for (const event of cmd.bind ?? []) bindEvent(cmd.channel, event);
+      return null;
+    }
+    case 'bind':
+      bindEvent(cmd.channel, cmd.event);
+      return null;
+    case 'unsubscribe':
+      pusher.unsubscribe(cmd.channel);
+      return null;
+    case 'trigger': {
+      const channel = pusher.channel(cmd.channel);
+      if (!channel) throw new Error(`not subscribed to ${cmd.channel}`);
+      return channel.trigger(cmd.event, cmd.data);
+    }
+    case 'members': {
+      const channel = pusher.channel(cmd.channel);
+      if (!channel) throw new Error(`not subscribed to ${cmd.channel}`);
+      return membersOf(channel.members);
+    }
+    case 'state':
+      return { state: pusher.connection.state, socket_id: pusher.connection.socket_id ?? null };
+    case 'disconnect':
+      if (echo) echo.disconnect();
+      else pusher.disconnect();
+      return null;
+    case 'echo_channel':
+      return echoChannel(cmd);
+    case 'whisper':
+      echoFind(cmd).whisper(cmd.event, cmd.data);
+      return null;
+    case 'leave':
+      echo.leave(cmd.channel);
+      return null;
+    case 'socket_id':
+      return echo ? echo.socketId() ?? null : pusher.connection.socket_id ?? null;
+    case 'exit':
+      process.exit(0);
+      return null;
+    default:
+      throw new Error(`unknown command ${cmd.cmd}`);
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  if (!line.trim()) return;
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (e) {
+    emit({ type: 'ack', id: null, error: `bad command JSON: ${e.message}` });
+    return;
+  }
+  try {
+    const result = run(cmd);
+    emit({ type: 'ack', id: cmd.id ?? null, result: safe(result ?? null) });
+  } catch (e) {
+    emit({ type: 'ack', id: cmd.id ?? null, error: String(e && e.message ? e.message : e) });
+  }
+});
+// The test harness closing our stdin means the test is over.
+rl.on('close', () => process.exit(0));
