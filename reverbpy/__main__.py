@@ -1,0 +1,3 @@
+from reverbpy.cli import main
+
+raise SystemExit(main())

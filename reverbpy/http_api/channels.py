@@ -1,0 +1,78 @@
+"""Read-only queries: occupied channels, one channel, presence users, connection count."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from reverbpy.http_api.errors import ApiError
+from reverbpy.http_api.keys import APP_STATE, HUB
+from reverbpy.http_api.responses import json
+from reverbpy.protocol.channels import channel_name_error, is_presence
+
+
+def _info(request: web.Request, allowed: frozenset[str]) -> frozenset[str]:
+    attrs = frozenset(a for a in request.query.get("info", "").split(",") if a)
+    if attrs - allowed:
+        raise ApiError(400, f"Unsupported info attribute: {sorted(attrs - allowed)[0]}")
+    return attrs
+
+
+async def channels(request: web.Request) -> web.Response:
+    state = request[APP_STATE]
+    prefix = request.query.get("filter_by_prefix", "")
+    attrs = _info(request, frozenset({"user_count", "subscription_count"}))
+    if "user_count" in attrs and not prefix.startswith("presence-"):
+        raise ApiError(400, "info=user_count requires filter_by_prefix=presence-")
+    result: dict[str, dict[str, int]] = {}
+    for name, channel in state.channels.items():
+        if not name.startswith(prefix) or not channel.subscribers:
+            continue
+        info: dict[str, int] = {}
+        if "user_count" in attrs:
+            info["user_count"] = channel.user_count
+        if "subscription_count" in attrs:
+            info["subscription_count"] = channel.subscription_count
+        result[name] = info
+    return json({"channels": result})
+
+
+async def channel(request: web.Request) -> web.Response:
+    state = request[APP_STATE]
+    name = request.match_info["channel"]
+    problem = channel_name_error(name, state.app.max_channel_name_length)
+    if problem:
+        raise ApiError(400, problem)
+    attrs = _info(request, frozenset({"user_count", "subscription_count"}))
+    if "user_count" in attrs and not is_presence(name):
+        raise ApiError(400, "info=user_count is only available for presence channels")
+    ch = state.channels.get(name)
+    body: dict[str, object] = {"occupied": bool(ch and ch.subscribers)}
+    if "user_count" in attrs:
+        body["user_count"] = ch.user_count if ch else 0
+    if "subscription_count" in attrs:
+        body["subscription_count"] = ch.subscription_count if ch else 0
+    return json(body)
+
+
+async def users(request: web.Request) -> web.Response:
+    state = request[APP_STATE]
+    name = request.match_info["channel"]
+    if not is_presence(name):
+        raise ApiError(400, "Users can only be listed for presence channels")
+    ch = state.channels.get(name)
+    members = ch.presence.members() if ch is not None and ch.presence is not None else []
+    return json({"users": [{"id": m.key} for m in members]})
+
+
+async def connections(request: web.Request) -> web.Response:
+    return json({"connections": len(request[APP_STATE].connections)})
+
+
+async def terminate_connections(request: web.Request) -> web.Response:
+    state = request[APP_STATE]
+    request.app[HUB].terminate_user(state, request.match_info["user_id"])
+    return json({})
+
+
+async def health(request: web.Request) -> web.Response:
+    return json({"health": "OK"})

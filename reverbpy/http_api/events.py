@@ -1,0 +1,139 @@
+"""``POST events`` and ``POST batch_events``: validate, publish, answer with the asked info."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from reverbpy.config import AppConfig
+from reverbpy.http_api.errors import ApiError
+from reverbpy.http_api.keys import APP_STATE, BODY, HUB
+from reverbpy.http_api.responses import json
+from reverbpy.protocol.channels import channel_name_error, is_encrypted, is_presence
+from reverbpy.registry import AppState
+
+_SOCKET_ID = re.compile(r"\d+\.\d+")
+_EVENT_INFO = frozenset({"subscription_count", "user_count"})
+
+
+def _json_body(request: web.Request) -> Any:
+    body = request[BODY]
+    if not body:
+        raise ApiError(400, "Request body must be a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "Request body is not valid JSON") from None
+
+
+def _str_field(item: dict[str, Any], key: str, *, required: bool) -> str | None:
+    value = item.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{key}' must be a string")
+    return value
+
+
+class Event:
+    """One validated event to publish."""
+
+    __slots__ = ("channels", "data", "info", "name", "socket_id")
+
+    def __init__(self, item: object, app: AppConfig, *, single_channel: bool) -> None:
+        if not isinstance(item, dict):
+            raise ApiError(400, "Each event must be a JSON object")
+        name = _str_field(item, "name", required=True)
+        assert name is not None
+        if not name or len(name) > app.max_event_name_length:
+            raise ApiError(400, f"Event name must be 1 to {app.max_event_name_length} characters")
+        data = _str_field(item, "data", required=True)
+        assert data is not None
+        if len(data.encode()) > app.max_event_payload:
+            raise ApiError(413, f"Event data larger than {app.max_event_payload} bytes")
+        channels = self._channels(item, app, single_channel=single_channel)
+        socket_id = _str_field(item, "socket_id", required=False)
+        if socket_id is not None and not _SOCKET_ID.fullmatch(socket_id):
+            raise ApiError(400, "socket_id must look like 123.456")
+        info = _str_field(item, "info", required=False)
+        attrs = frozenset(a for a in (info or "").split(",") if a)
+        if attrs - _EVENT_INFO:
+            raise ApiError(400, f"Unsupported info attribute: {sorted(attrs - _EVENT_INFO)[0]}")
+        self.name, self.data, self.channels, self.socket_id, self.info = (
+            name,
+            data,
+            channels,
+            socket_id,
+            attrs,
+        )
+
+    @staticmethod
+    def _channels(item: dict[str, Any], app: AppConfig, *, single_channel: bool) -> list[str]:
+        if "channels" in item and not single_channel:
+            channels = item["channels"]
+            if not isinstance(channels, list) or not channels:
+                raise ApiError(400, "'channels' must be a non-empty list")
+        elif "channel" in item:
+            channels = [item["channel"]]
+        else:
+            raise ApiError(
+                400,
+                "'channel' is required"
+                if single_channel
+                else "'channels' or 'channel' is required",
+            )
+        if len(channels) > app.max_channels_per_event:
+            raise ApiError(400, f"At most {app.max_channels_per_event} channels per event")
+        for name in channels:
+            problem = channel_name_error(name, app.max_channel_name_length)
+            if problem:
+                raise ApiError(400, f"{problem}: {str(name)[:64]!r}")
+        if len(channels) > 1 and any(is_encrypted(c) for c in channels):
+            raise ApiError(
+                400, "Encrypted channels cannot be triggered together with other channels"
+            )
+        return list(dict.fromkeys(channels))
+
+
+def _channel_info(state: AppState, name: str, attrs: frozenset[str]) -> dict[str, int]:
+    channel = state.channels.get(name)
+    info: dict[str, int] = {}
+    if "user_count" in attrs and is_presence(name):
+        info["user_count"] = channel.user_count if channel else 0
+    if "subscription_count" in attrs:
+        info["subscription_count"] = channel.subscription_count if channel else 0
+    return info
+
+
+def _publish(request: web.Request, event: Event) -> None:
+    request.app[HUB].trigger(
+        request[APP_STATE], event.channels, event.name, event.data, event.socket_id
+    )
+
+
+async def trigger(request: web.Request) -> web.Response:
+    state = request[APP_STATE]
+    event = Event(_json_body(request), state.app, single_channel=False)
+    _publish(request, event)
+    if not event.info:
+        return json({})
+    return json({"channels": {c: _channel_info(state, c, event.info) for c in event.channels}})
+
+
+async def trigger_batch(request: web.Request) -> web.Response:
+    state = request[APP_STATE]
+    body = _json_body(request)
+    batch = body.get("batch") if isinstance(body, dict) else None
+    if not isinstance(batch, list) or not batch:
+        raise ApiError(400, "'batch' must be a non-empty list of events")
+    if len(batch) > state.app.max_batch_size:
+        raise ApiError(400, f"At most {state.app.max_batch_size} events per batch")
+    events = [Event(item, state.app, single_channel=True) for item in batch]
+    for event in events:
+        _publish(request, event)
+    if not any(e.info for e in events):
+        return json({})
+    return json({"batch": [_channel_info(state, e.channels[0], e.info) for e in events]})

@@ -1,0 +1,70 @@
+"""Authenticate once, before any handler: app lookup (404), body size (413), signature (401)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from reverbpy.http_api.errors import ApiError
+from reverbpy.http_api.keys import APP_STATE, BODY, CONFIG, HUB
+from reverbpy.http_api.responses import json
+from reverbpy.protocol.auth import RequestAuthError, SignedRequest, verify_request
+
+log = logging.getLogger("reverbpy.http_api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return json({"error": message}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _json_error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return _json_error(exc.status, exc.reason)
+        raise
+
+
+@web.middleware
+async def signed_api(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every ``/apps/{app_id}/...`` request must be signed with that app's secret."""
+    app_id = request.match_info.get("app_id")
+    if app_id is None:
+        return await handler(request)
+    state = request.app[HUB].registry.by_id(app_id)
+    if state is None:
+        raise ApiError(404, f"No matching application for ID [{app_id}].")
+    config = request.app[CONFIG]
+    if request.content_length is not None and request.content_length > config.max_request_size:
+        raise ApiError(413, f"Request body larger than {config.max_request_size} bytes")
+    body = await request.content.read(config.max_request_size + 1) if request.can_read_body else b""
+    if len(body) > config.max_request_size:
+        raise ApiError(413, f"Request body larger than {config.max_request_size} bytes")
+    path = request.path
+    # The SDKs sign the path without the server's prefix (Reverb #356); accept both forms.
+    paths = (
+        (path[len(config.path) :], path)
+        if config.path and path.startswith(config.path)
+        else (path,)
+    )
+    try:
+        verify_request(
+            SignedRequest(request.method, paths, request.query, body),
+            key=state.app.key,
+            secret=state.app.secret.reveal(),
+            now=time.time(),
+        )
+    except RequestAuthError as exc:
+        raise ApiError(401, str(exc)) from None
+    request[APP_STATE] = state
+    request[BODY] = body
+    return await handler(request)

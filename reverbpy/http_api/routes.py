@@ -1,0 +1,26 @@
+"""The whole route table, on one screen."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from reverbpy.http_api import channels, events
+from reverbpy.websocket import WebSocketHandler
+
+
+def routes(prefix: str, websocket: WebSocketHandler) -> list[web.RouteDef]:
+    p = prefix
+    return [
+        web.get(f"{p}/app/{{key}}", websocket),
+        web.get(f"{p}/up", channels.health),
+        web.post(f"{p}/apps/{{app_id}}/events", events.trigger),
+        web.post(f"{p}/apps/{{app_id}}/batch_events", events.trigger_batch),
+        web.get(f"{p}/apps/{{app_id}}/channels", channels.channels),
+        web.get(f"{p}/apps/{{app_id}}/channels/{{channel}}", channels.channel),
+        web.get(f"{p}/apps/{{app_id}}/channels/{{channel}}/users", channels.users),
+        web.get(f"{p}/apps/{{app_id}}/connections", channels.connections),
+        web.post(
+            f"{p}/apps/{{app_id}}/users/{{user_id}}/terminate_connections",
+            channels.terminate_connections,
+        ),
+    ]

@@ -1,0 +1,85 @@
+"""Channel types by name prefix, and channel-name validation.
+
+One table decides the type (Pusher's prefixes, longest first), unlike Reverb which treats
+``privatefoo`` as private and ``private-encrypted-cache-`` as a plain private channel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ChannelType(Enum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    ENCRYPTED = "encrypted"
+    PRESENCE = "presence"
+    SERVER_TO_USER = "server-to-user"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelKind:
+    type: ChannelType
+    cache: bool
+
+    @property
+    def needs_auth(self) -> bool:
+        return self.type in (ChannelType.PRIVATE, ChannelType.ENCRYPTED, ChannelType.PRESENCE)
+
+    @property
+    def accepts_client_events(self) -> bool:
+        """Pusher allows client events on private and presence channels only; never encrypted."""
+        return self.type in (ChannelType.PRIVATE, ChannelType.PRESENCE)
+
+
+SERVER_TO_USER_PREFIX = "#server-to-user-"
+
+# Longest prefix first: the first match wins.
+_PREFIXES: tuple[tuple[str, ChannelKind], ...] = (
+    ("private-encrypted-cache-", ChannelKind(ChannelType.ENCRYPTED, cache=True)),
+    ("private-encrypted-", ChannelKind(ChannelType.ENCRYPTED, cache=False)),
+    ("private-cache-", ChannelKind(ChannelType.PRIVATE, cache=True)),
+    ("presence-cache-", ChannelKind(ChannelType.PRESENCE, cache=True)),
+    ("private-", ChannelKind(ChannelType.PRIVATE, cache=False)),
+    ("presence-", ChannelKind(ChannelType.PRESENCE, cache=False)),
+    ("cache-", ChannelKind(ChannelType.PUBLIC, cache=True)),
+    (SERVER_TO_USER_PREFIX, ChannelKind(ChannelType.SERVER_TO_USER, cache=False)),
+)
+_PUBLIC = ChannelKind(ChannelType.PUBLIC, cache=False)
+
+
+def channel_kind(name: str) -> ChannelKind:
+    for prefix, kind in _PREFIXES:
+        if name.startswith(prefix):
+            return kind
+    return _PUBLIC
+
+
+def is_presence(name: str) -> bool:
+    return name.startswith("presence-")
+
+
+def is_encrypted(name: str) -> bool:
+    return name.startswith("private-encrypted-")
+
+
+# Pusher's charset; a leading '#' only for the reserved server-to-user channels.
+_NAME = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
+
+
+def channel_name_error(name: object, max_length: int = 200) -> str | None:
+    """Why ``name`` is not an acceptable channel name, or None when it is."""
+    if not isinstance(name, str) or not name:
+        return "Channel name must be a non-empty string"
+    if len(name) > max_length:
+        return f"Channel name longer than {max_length} characters"
+    body = name
+    if name.startswith("#"):
+        if not name.startswith(SERVER_TO_USER_PREFIX) or len(name) == len(SERVER_TO_USER_PREFIX):
+            return "Channel names starting with # are reserved"
+        body = name[1:]
+    if not _NAME.fullmatch(body):
+        return "Channel name contains invalid characters (allowed: a-z A-Z 0-9 - _ = @ , . ;)"
+    return None

@@ -1,0 +1,110 @@
+"""What this node knows: per app, its channels, their subscribers and presence members.
+
+Plain data structures with no I/O; ``Hub`` combines them with the dispatcher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from reverbpy.config import AppConfig
+from reverbpy.protocol.channels import ChannelKind, ChannelType, channel_kind
+from reverbpy.protocol.errors import SubscriptionError
+from reverbpy.protocol.presence import Member, PresenceState
+
+if TYPE_CHECKING:
+    from reverbpy.connection import Connection
+
+
+class Channel:
+    __slots__ = ("kind", "name", "presence", "subscribers")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kind: ChannelKind = channel_kind(name)
+        self.subscribers: dict[str, Connection] = {}
+        self.presence: PresenceState | None = (
+            PresenceState() if self.kind.type is ChannelType.PRESENCE else None
+        )
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self.subscribers)
+
+    @property
+    def user_count(self) -> int:
+        return self.presence.count if self.presence is not None else 0
+
+    def __repr__(self) -> str:
+        return f"Channel({self.name!r}, subscribers={len(self.subscribers)})"
+
+
+@dataclass(slots=True)
+class AppState:
+    app: AppConfig
+    channels: dict[str, Channel] = field(default_factory=dict)
+    connections: dict[str, Connection] = field(default_factory=dict)
+    users: dict[str, set[Connection]] = field(default_factory=dict)
+    """Signed-in users (``pusher:signin``) to their sockets."""
+
+    def subscribe(self, conn: Connection, name: str, member: Member | None) -> tuple[Channel, bool]:
+        """Add ``conn`` to the channel; returns it and whether ``member`` is new to it."""
+        channel = self.channels.get(name)
+        if channel is None:
+            channel = self.channels[name] = Channel(name)
+        first = False
+        if channel.presence is not None and member is not None:
+            if (
+                not channel.presence.has_user(member.key)
+                and channel.presence.count >= self.app.max_presence_members
+            ):
+                if not channel.subscribers:
+                    del self.channels[name]
+                raise SubscriptionError(
+                    name,
+                    f"Presence channel is full ({self.app.max_presence_members} members)",
+                    status=403,
+                    kind="LimitReached",
+                )
+            first = channel.presence.add(conn.socket_id, member)
+        channel.subscribers[conn.socket_id] = conn
+        return channel, first
+
+    def unsubscribe(
+        self, conn: Connection, name: str, member: Member | None
+    ) -> tuple[Channel | None, bool]:
+        """Remove ``conn``; returns the channel and whether ``member`` left it entirely."""
+        channel = self.channels.get(name)
+        if channel is None or channel.subscribers.pop(conn.socket_id, None) is None:
+            return None, False
+        last = False
+        if channel.presence is not None and member is not None:
+            last = channel.presence.remove(conn.socket_id, member)
+        if not channel.subscribers:
+            del self.channels[name]
+        return channel, last
+
+    def sign_in(self, conn: Connection, user_id: str) -> None:
+        self.users.setdefault(user_id, set()).add(conn)
+
+    def sign_out(self, conn: Connection, user_id: str) -> None:
+        sockets = self.users.get(user_id)
+        if sockets is not None:
+            sockets.discard(conn)
+            if not sockets:
+                del self.users[user_id]
+
+
+class Registry:
+    """All apps' state on this node, looked up by app id."""
+
+    def __init__(self, apps: tuple[AppConfig, ...]) -> None:
+        self.apps: dict[str, AppState] = {a.id: AppState(a) for a in apps}
+        self._by_key: dict[str, AppState] = {a.key: self.apps[a.id] for a in apps}
+
+    def by_key(self, key: str) -> AppState | None:
+        return self._by_key.get(key)
+
+    def by_id(self, app_id: str) -> AppState | None:
+        return self.apps.get(app_id)

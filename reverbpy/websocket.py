@@ -1,0 +1,170 @@
+"""The aiohttp handler for ``{path}/app/{key}``: checks at the door, then session actions.
+
+Errors found before the connection is established (unknown app, protocol version, origin,
+quota) are rendered as ``pusher:error`` followed by a close with the same 4xxx code, so
+pusher-js applies the right reconnect policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from reverbpy.config import AppConfig
+from reverbpy.connection import Connection
+from reverbpy.dispatch import Outbox
+from reverbpy.hub import Hub
+from reverbpy.protocol import messages
+from reverbpy.protocol.errors import ErrorCode, PusherError, SubscriptionError, invalid_message
+from reverbpy.protocol.frames import text_frame
+from reverbpy.protocol.session import (
+    Action,
+    Close,
+    Join,
+    Leave,
+    Reply,
+    Session,
+    SignIn,
+    Whisper,
+    error_actions,
+)
+from reverbpy.registry import AppState
+
+log = logging.getLogger("reverbpy.websocket")
+
+SUPPORTED_PROTOCOLS = range(4, 8)
+MAX_MESSAGE_SIZE_REASON = "Maximum message size exceeded"
+
+
+class PusherWebSocketResponse(web.WebSocketResponse):
+    """Tells the client why before aiohttp closes an oversized message with 1009."""
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            transport = self._req.transport if self._req is not None else None
+            if transport is not None and not transport.is_closing():
+                transport.write(
+                    text_frame(messages.error(ErrorCode.GENERIC_RECONNECT, MAX_MESSAGE_SIZE_REASON))
+                )
+            message = message or MAX_MESSAGE_SIZE_REASON.encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
+def new_socket_id() -> str:
+    return f"{secrets.randbelow(10**9) + 1}.{secrets.randbelow(10**9) + 1}"
+
+
+def origin_allowed(app: AppConfig, origin: str | None) -> bool:
+    """Match the Origin's host against the app's allow-list (``*.example.com`` wildcards)."""
+    if "*" in app.allowed_origins:
+        return True
+    if not origin:
+        return False
+    host = urlsplit(origin).hostname or origin
+    return any(fnmatchcase(host, pattern) for pattern in app.allowed_origins)
+
+
+def _door_check(request: web.Request, state: AppState | None, key: str) -> PusherError | None:
+    if state is None:
+        return PusherError(ErrorCode.APP_NOT_FOUND, f"App key {key} does not exist.", fatal=True)
+    app = state.app
+    if not app.enabled:
+        return PusherError(ErrorCode.APP_DISABLED, "Application disabled", fatal=True)
+    protocol = request.query.get("protocol")
+    if protocol is None:
+        return PusherError(ErrorCode.NO_PROTOCOL, "No protocol version supplied", fatal=True)
+    if not protocol.isdigit():
+        return PusherError(ErrorCode.INVALID_VERSION, "Invalid version string format", fatal=True)
+    if int(protocol) not in SUPPORTED_PROTOCOLS:
+        return PusherError(
+            ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}", fatal=True
+        )
+    if not origin_allowed(app, request.headers.get("Origin")):
+        return PusherError(ErrorCode.UNAUTHORIZED, "Origin not allowed", fatal=True)
+    if app.max_connections is not None and len(state.connections) >= app.max_connections:
+        return PusherError(
+            ErrorCode.OVER_CONNECTION_QUOTA, "Application is over connection quota", fatal=True
+        )
+    return None
+
+
+class WebSocketHandler:
+    def __init__(self, hub: Hub, outbox: Outbox) -> None:
+        self.hub = hub
+        self.outbox = outbox
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        state = self.hub.registry.by_key(key)
+        max_size = state.app.max_message_size if state is not None else 10_000
+        ws = PusherWebSocketResponse(autoping=False, max_msg_size=max_size, compress=False)
+        await ws.prepare(request)
+        refused = _door_check(request, state, key)
+        if refused is not None or state is None:
+            assert refused is not None  # state is None implies a refusal
+            await ws.send_str(messages.error(refused.code, refused.message).decode())
+            await ws.close(code=refused.code, message=refused.message.encode()[:123])
+            return ws
+        transport = request.transport
+        assert transport is not None
+        socket_id = new_socket_id()
+        now = time.monotonic()
+        session = Session(state.app, socket_id, time.monotonic)
+        conn = Connection(socket_id, state.app, ws, transport, self.outbox, session, now)
+        self.hub.connect(state, conn)
+        conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
+        try:
+            await self._serve(ws, state, conn)
+        finally:
+            conn.closed = True
+            self.hub.disconnect(state, conn)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, state: AppState, conn: Connection) -> None:
+        session = conn.session
+        async for msg in ws:
+            conn.touch(time.monotonic())
+            if msg.type is WSMsgType.TEXT:
+                self._execute(state, conn, session.receive(msg.data))
+            elif msg.type is WSMsgType.PING:
+                conn.uses_control_frames = True
+                conn.flush()
+                await ws.pong(msg.data)
+            elif msg.type is WSMsgType.PONG:
+                conn.uses_control_frames = True
+            elif msg.type is WSMsgType.BINARY:
+                self._execute(
+                    state, conn, error_actions(invalid_message("Binary frames are not supported"))
+                )
+            if conn.closed:
+                break
+
+    def _execute(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
+        hub = self.hub
+        for action in actions:
+            match action:
+                case Reply(frame):
+                    conn.send(frame)
+                case Join(channel, member):
+                    try:
+                        hub.join(state, conn, channel, member)
+                    except SubscriptionError as exc:
+                        conn.session.subscription_refused(channel)
+                        conn.send(
+                            messages.subscription_error(channel, exc.kind, exc.message, exc.status)
+                        )
+                case Leave(channel, member):
+                    hub.leave(state, conn, channel, member)
+                case Whisper(channel, event, data, user_id):
+                    hub.whisper(state, conn, channel, event, data, user_id)
+                case SignIn(user_id, _info, _watchlist):
+                    state.sign_in(conn, user_id)
+                case Close(code, reason):
+                    conn.close(code, reason)
