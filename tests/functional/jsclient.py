@@ -9,7 +9,8 @@ for a later sentinel.
 Channel authorization uses the official `pusher` Python SDK: `AuthEndpoint` is a small aiohttp
 app standing in for Laravel's `/broadcasting/auth`, answering with `Pusher.authenticate()`.
 
-Test modules import the fixtures from here: `from jsclient import auth_endpoint, js  # noqa: F401`.
+Test modules define their fixtures as `async with JSClients() as clients: yield clients` and
+`async with AuthEndpoint(server) as endpoint: yield endpoint`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import itertools
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ def node_command() -> list[str]:
     """The command that runs client.mjs, or a test failure saying what is missing."""
     node = shutil.which("node")
     if node is None:
-        pytest.fail("node is not installed: the pusher-js/Echo tests need Node.js (deselect with -m 'not node')")
+        pytest.fail(
+            "node is not installed: the pusher-js/Echo tests need Node.js (deselect with -m 'not node')"
+        )
     for pkg in ("pusher-js", "laravel-echo"):
         if not (JS_DIR / "node_modules" / pkg / "package.json").is_file():
             pytest.fail(f"tests/js/node_modules/{pkg} is missing: run `make node-deps`")
@@ -106,14 +109,18 @@ class JSClient:
             self.stderr.append(raw.decode(errors="replace").rstrip())
 
     @staticmethod
-    def _matches(msg: Message, type_: str, fields: dict[str, Any], where: Callable[[Message], bool] | None) -> bool:
+    def _matches(
+        msg: Message, type_: str, fields: dict[str, Any], where: Callable[[Message], bool] | None
+    ) -> bool:
         if msg.get("type") != type_:
             return False
         if any(msg.get(k) != v for k, v in fields.items()):
             return False
         return where is None or bool(where(msg))
 
-    def seen(self, type_: str, where: Callable[[Message], bool] | None = None, **fields: Any) -> list[Message]:
+    def seen(
+        self, type_: str, where: Callable[[Message], bool] | None = None, **fields: Any
+    ) -> list[Message]:
         """Every observation so far of that type whose fields equal `fields` (consumed or not)."""
         return [m for m in self.messages if self._matches(m, type_, fields, where)]
 
@@ -126,7 +133,7 @@ class JSClient:
         self,
         type_: str,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        within: float = DEFAULT_TIMEOUT,
         where: Callable[[Message], bool] | None = None,
         **fields: Any,
     ) -> Message:
@@ -141,14 +148,16 @@ class JSClient:
             return self._eof
 
         try:
-            async with asyncio.timeout(timeout), self._cond:
+            async with asyncio.timeout(within), self._cond:
                 await self._cond.wait_for(ready)
         except TimeoutError:
             raise AssertionError(
-                f"{self.name}: no {type_!r} {fields or ''} within {timeout}s\n{self.describe()}"
+                f"{self.name}: no {type_!r} {fields or ''} within {within}s\n{self.describe()}"
             ) from None
         if not found:
-            raise AssertionError(f"{self.name}: exited before {type_!r} {fields or ''}\n{self.describe()}")
+            raise AssertionError(
+                f"{self.name}: exited before {type_!r} {fields or ''}\n{self.describe()}"
+            )
         self._consumed.add(found[0])
         return self.messages[found[0]]
 
@@ -162,17 +171,19 @@ class JSClient:
         await self.proc.stdin.drain()
         return cmd_id
 
-    async def call(self, cmd: str, *, timeout: float = DEFAULT_TIMEOUT, **args: Any) -> Any:
+    async def call(self, cmd: str, *, within: float = DEFAULT_TIMEOUT, **args: Any) -> Any:
         """Run a command in the client and return its result (an exception in Node fails the test)."""
         cmd_id = await self.send(cmd, **args)
-        ack = await self.wait_for("ack", id=cmd_id, timeout=timeout)
+        ack = await self.wait_for("ack", id=cmd_id, within=within)
         if "error" in ack:
-            raise AssertionError(f"{self.name}: {cmd} {args} failed in Node: {ack['error']}\n{self.describe()}")
+            raise AssertionError(
+                f"{self.name}: {cmd} {args} failed in Node: {ack['error']}\n{self.describe()}"
+            )
         return ack.get("result")
 
-    async def connected(self, timeout: float = DEFAULT_TIMEOUT) -> str:
+    async def connected(self, within: float = DEFAULT_TIMEOUT) -> str:
         """Wait for the `connected` state and return the socket_id pusher-js got."""
-        msg = await self.wait_for("connected", timeout=timeout)
+        msg = await self.wait_for("connected", within=within)
         return str(msg["socket_id"])
 
     # -- pusher-js shortcuts ---------------------------------------------------------------
@@ -180,10 +191,10 @@ class JSClient:
     async def subscribe(self, channel: str, *, bind: list[str] | None = None) -> None:
         await self.call("subscribe", channel=channel, bind=bind or [])
 
-    async def subscribed(self, channel: str, timeout: float = DEFAULT_TIMEOUT) -> Message:
+    async def subscribed(self, channel: str, within: float = DEFAULT_TIMEOUT) -> Message:
         """Subscribe and wait for pusher:subscription_succeeded on that channel."""
         await self.subscribe(channel)
-        return await self.wait_for("subscription_succeeded", channel=channel, timeout=timeout)
+        return await self.wait_for("subscription_succeeded", channel=channel, within=within)
 
     # -- teardown --------------------------------------------------------------------------
 
@@ -225,8 +236,19 @@ class JSClients:
         return client
 
     @staticmethod
-    def _config(lib: str, server: Any, auth: AuthEndpoint | None, params: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
-        config: dict[str, Any] = {"lib": lib, "key": server.key, "host": "127.0.0.1", "port": server.port}
+    def _config(
+        lib: str,
+        server: Any,
+        auth: AuthEndpoint | None,
+        params: dict[str, Any] | None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "lib": lib,
+            "key": server.key,
+            "host": "127.0.0.1",
+            "port": server.port,
+        }
         if server.path:
             config["wsPath"] = server.path
         if auth is not None:
@@ -262,6 +284,12 @@ class JSClients:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
 
+    async def __aenter__(self) -> JSClients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
 
 class AuthEndpoint:
     """The app's channel-authorization endpoint, signing with the official pusher SDK.
@@ -285,7 +313,9 @@ class AuthEndpoint:
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.requests.append(form)
         channel, socket_id = form["channel_name"], form["socket_id"]
-        signer = self.bad if form.get("sign") == "bad" or channel in self.bad_channels else self.good
+        signer = (
+            self.bad if form.get("sign") == "bad" or channel in self.bad_channels else self.good
+        )
         custom: dict[str, Any] | None = None
         if channel.startswith("presence-"):
             user_id: Any = form["user_id"]
@@ -311,6 +341,12 @@ class AuthEndpoint:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def __aenter__(self) -> AuthEndpoint:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
 
 def sdk(server: Any, *, secret: str | None = None) -> pusher.Pusher:
     """The official Python server SDK pointed at the test server (no path prefix: it has none)."""
@@ -328,20 +364,6 @@ def sdk(server: Any, *, secret: str | None = None) -> pusher.Pusher:
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a blocking SDK call without stalling the event loop (which reads the Node clients)."""
     return await asyncio.to_thread(partial(fn, *args, **kwargs))
-
-
-@pytest.fixture
-async def js() -> AsyncIterator[JSClients]:
-    clients = JSClients()
-    yield clients
-    await clients.close()
-
-
-@pytest.fixture
-async def auth_endpoint(server: Any) -> AsyncIterator[AuthEndpoint]:
-    endpoint = await AuthEndpoint(server).start()
-    yield endpoint
-    await endpoint.stop()
 
 
 async def signed_request(

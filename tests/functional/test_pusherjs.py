@@ -9,24 +9,35 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, start_server
-from jsclient import (  # noqa: F401  (fixtures)
+
+from tests.conftest import ServerProcess, start_server
+from tests.functional.jsclient import (
     SOCKET_ID_RE,
     AuthEndpoint,
     JSClient,
     JSClients,
-    auth_endpoint,
     in_thread,
-    js,
     sdk,
     signed_request,
 )
 
 pytestmark = pytest.mark.node
+
+
+@pytest.fixture
+async def js() -> AsyncIterator[JSClients]:
+    async with JSClients() as clients:
+        yield clients
+
+
+@pytest.fixture
+async def auth_endpoint(server: ServerProcess) -> AsyncIterator[AuthEndpoint]:
+    async with AuthEndpoint(server) as endpoint:
+        yield endpoint
 
 
 def user(user_id: str, name: str) -> dict[str, str]:
@@ -62,7 +73,9 @@ async def test_each_connection_gets_its_own_socket_id(server: ServerProcess, js:
     assert await a.connected() != await b.connected()
 
 
-async def test_unknown_app_key_is_refused_without_reconnecting(server: ServerProcess, js: JSClients) -> None:
+async def test_unknown_app_key_is_refused_without_reconnecting(
+    server: ServerProcess, js: JSClients
+) -> None:
     server_with_wrong_key = ServerProcess(server.port, server.app_id, "no-such-key", server.secret)
     client = await js.pusher(server_with_wrong_key)
     err = await client.wait_for("connection_error")
@@ -88,7 +101,9 @@ async def test_public_subscribe_succeeds(server: ServerProcess, js: JSClients) -
     assert client.seen("subscription_error") == []
 
 
-async def test_event_triggered_with_the_python_sdk_arrives(server: ServerProcess, js: JSClients) -> None:
+async def test_event_triggered_with_the_python_sdk_arrives(
+    server: ServerProcess, js: JSClients
+) -> None:
     client = await js.pusher(server)
     await client.connected()
     await client.subscribed("orders")
@@ -98,7 +113,9 @@ async def test_event_triggered_with_the_python_sdk_arrives(server: ServerProcess
     assert msg["data"] == payload
 
 
-async def test_string_data_is_passed_through_unchanged(server: ServerProcess, js: JSClients) -> None:
+async def test_string_data_is_passed_through_unchanged(
+    server: ServerProcess, js: JSClients
+) -> None:
     client = await js.pusher(server)
     await client.connected()
     await client.subscribed("plain")
@@ -107,7 +124,9 @@ async def test_string_data_is_passed_through_unchanged(server: ServerProcess, js
     assert msg["data"] == "just a string, not JSON"
 
 
-async def test_events_on_other_channels_are_not_delivered(server: ServerProcess, js: JSClients) -> None:
+async def test_events_on_other_channels_are_not_delivered(
+    server: ServerProcess, js: JSClients
+) -> None:
     client = await js.pusher(server)
     await client.connected()
     await client.subscribed("mine")
@@ -235,7 +254,9 @@ async def test_presence_member_removed_on_abrupt_disconnect(
 async def test_presence_same_user_on_two_sockets_counts_once(
     server: ServerProcess, js: JSClients, auth_endpoint: AuthEndpoint
 ) -> None:
-    observer = await js.pusher(server, "observer", auth=auth_endpoint, params=user("obs", "Observer"))
+    observer = await js.pusher(
+        server, "observer", auth=auth_endpoint, params=user("obs", "Observer")
+    )
     tab1 = await js.pusher(server, "alice-tab-1", auth=auth_endpoint, params=user("1", "Alice"))
     tab2 = await js.pusher(server, "alice-tab-2", auth=auth_endpoint, params=user("1", "Alice"))
     carol = await js.pusher(server, "carol", auth=auth_endpoint, params=user("3", "Carol"))
@@ -247,14 +268,18 @@ async def test_presence_same_user_on_two_sockets_counts_once(
     await tab1.subscribed("private-sentinel")
 
     await tab1.subscribed("presence-room")
-    await observer.wait_for("member_added", channel="presence-room", where=lambda m: m["member"]["id"] == "1")
+    await observer.wait_for(
+        "member_added", channel="presence-room", where=lambda m: m["member"]["id"] == "1"
+    )
     ok = await tab2.subscribed("presence-room")
     # The second socket sees Alice once, and the member list is unique by user id.
     assert ok["members"]["count"] == 2
     assert ok["members"]["members"] == {"obs": {"name": "Observer"}, "1": {"name": "Alice"}}
     # Carol joining afterwards is the sentinel proving no second member_added for Alice was sent.
     await carol.subscribed("presence-room")
-    await observer.wait_for("member_added", channel="presence-room", where=lambda m: m["member"]["id"] == "3")
+    await observer.wait_for(
+        "member_added", channel="presence-room", where=lambda m: m["member"]["id"] == "3"
+    )
     assert [m["member"]["id"] for m in observer.seen("member_added")] == ["1", "3"]
     info = await in_thread(sdk(server).channel_info, "presence-room", ["user_count"])
     assert info["user_count"] == 3
@@ -262,7 +287,10 @@ async def test_presence_same_user_on_two_sockets_counts_once(
     # Alice closes one tab: she is still present, so no member_removed. tab1's client event
     # travels on the same socket after its unsubscribe, so it arrives after any (wrong) removal.
     await tab1.call("unsubscribe", channel="presence-room")
-    assert await tab1.call("trigger", channel="private-sentinel", event="client-after-leave", data={}) is True
+    assert (
+        await tab1.call("trigger", channel="private-sentinel", event="client-after-leave", data={})
+        is True
+    )
     await observer.wait_for("event", channel="private-sentinel", event="client-after-leave")
     assert observer.seen("member_removed") == []
     members = await observer.call("members", channel="presence-room")
@@ -273,7 +301,9 @@ async def test_presence_same_user_on_two_sockets_counts_once(
     removed = await observer.wait_for("member_removed", channel="presence-room")
     assert removed["member"] == {"id": "1", "info": {"name": "Alice"}}
     await carol.call("unsubscribe", channel="presence-room")
-    await observer.wait_for("member_removed", channel="presence-room", where=lambda m: m["member"]["id"] == "3")
+    await observer.wait_for(
+        "member_removed", channel="presence-room", where=lambda m: m["member"]["id"] == "3"
+    )
     assert [m["member"]["id"] for m in observer.seen("member_removed")] == ["1", "3"]
 
 
@@ -292,7 +322,12 @@ async def test_client_event_on_private_channel_reaches_others_not_sender(
     await b.subscribed("private-chat")
     await b.call("bind", channel="private-chat", event="client-typing")
 
-    assert await a.call("trigger", channel="private-chat", event="client-typing", data={"who": "a", "on": True}) is True
+    assert (
+        await a.call(
+            "trigger", channel="private-chat", event="client-typing", data={"who": "a", "on": True}
+        )
+        is True
+    )
     got = await b.wait_for("bound", channel="private-chat", event="client-typing")
     assert got["data"] == {"who": "a", "on": True}
     assert "user_id" not in got["metadata"]  # user_id is only added on presence channels
@@ -316,13 +351,21 @@ async def test_client_event_on_presence_channel_carries_user_id(
     await bob.call("bind", channel="presence-chat", event="client-msg")
     await alice.call("bind", channel="presence-chat", event="client-msg")
 
-    assert await alice.call("trigger", channel="presence-chat", event="client-msg", data={"text": "hi"}) is True
+    assert (
+        await alice.call(
+            "trigger", channel="presence-chat", event="client-msg", data={"text": "hi"}
+        )
+        is True
+    )
     got = await bob.wait_for("bound", channel="presence-chat", event="client-msg")
     assert got["data"] == {"text": "hi"}
     # pusher-js hands the envelope's user_id to callbacks as metadata.user_id.
     assert got["metadata"] == {"user_id": "1"}
 
-    assert await bob.call("trigger", channel="presence-chat", event="client-msg", data={"text": "yo"}) is True
+    assert (
+        await bob.call("trigger", channel="presence-chat", event="client-msg", data={"text": "yo"})
+        is True
+    )
     got = await alice.wait_for("bound", channel="presence-chat", event="client-msg")
     assert got["data"] == {"text": "yo"}
     assert got["metadata"] == {"user_id": "2"}
@@ -335,7 +378,9 @@ async def test_client_event_on_presence_channel_carries_user_id(
     assert [m["data"] for m in bob.seen("bound", event="client-msg")] == [{"text": "hi"}]
 
 
-async def test_client_event_on_public_channel_is_not_delivered(server: ServerProcess, js: JSClients) -> None:
+async def test_client_event_on_public_channel_is_not_delivered(
+    server: ServerProcess, js: JSClients
+) -> None:
     a = await js.pusher(server, "a")
     b = await js.pusher(server, "b")
     await a.connected()
@@ -360,7 +405,9 @@ def prefixed_server(tmp_path: Path) -> Iterator[ServerProcess]:
     s.stop()
 
 
-async def test_server_path_prefix_with_wspath(prefixed_server: ServerProcess, js: JSClients) -> None:
+async def test_server_path_prefix_with_wspath(
+    prefixed_server: ServerProcess, js: JSClients
+) -> None:
     client = await js.pusher(prefixed_server)  # sets wsPath: "/ws"
     socket_id = await client.connected()
     assert re.match(SOCKET_ID_RE, socket_id)
