@@ -91,6 +91,9 @@ class Session(dict[str, Any]):
         return value if isinstance(value, int) else None
 
 
+SESSION = web.RequestKey("session", Session)
+
+
 def sign_session(data: dict[str, Any], key: bytes, *, now: float | None = None) -> str:
     payload = _b64(
         json.dumps({**data, "iat": int(now or time.time())}, separators=(",", ":")).encode()
@@ -124,7 +127,7 @@ def session_middleware(key: bytes) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         session = load_session(request.cookies.get(COOKIE_NAME), key)
-        request["session"] = session
+        request[SESSION] = session
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -150,9 +153,7 @@ def _save(response: web.StreamResponse, session: Session, key: bytes) -> None:
 
 
 def get_session(request: web.Request) -> Session:
-    session = request["session"]
-    assert isinstance(session, Session)
-    return session
+    return request[SESSION]
 
 
 @web.middleware
