@@ -108,14 +108,21 @@ class Connection:
         _closing_tasks.add(task)
         task.add_done_callback(_closing_tasks.discard)
 
+    def abort(self) -> None:
+        """Drop the TCP connection now, unsent data included (a slow consumer's buffer is
+        full, so no close frame could reach it anyway)."""
+        self.closed = True
+        self._pending = []
+        self._transport.abort()
+
     async def _close(self, code: int, reason: str) -> None:
         try:
             await asyncio.wait_for(self._ws.close(code=code, message=reason.encode()[:123]), 5)
         except (TimeoutError, ConnectionError):
-            self._transport.close()
+            self._transport.abort()
         except Exception:  # pragma: no cover - aiohttp internals
             log.exception("error while closing %s", self.socket_id)
-            self._transport.close()
+            self._transport.abort()
 
     def __repr__(self) -> str:
         return f"Connection({self.socket_id!r}, app={self.app.id!r})"

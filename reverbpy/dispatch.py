@@ -4,8 +4,9 @@ A broadcast encodes its JSON once and frames it once; per subscriber it costs a 
 Frames queued for one socket during a loop iteration go out in a single ``transport.write``
 (what uWebSockets calls corking), so a burst of events costs one syscall per socket, not one
 per event. A socket whose kernel and transport buffers already hold more than
-``max_write_buffer`` bytes is a slow consumer: it is closed with 4100 rather than buffered
-without bound, and nobody else waits for it.
+``max_write_buffer`` bytes is a slow consumer: its TCP connection is dropped rather than
+buffered without bound (no close frame could get through a full buffer; pusher-js sees an
+abnormal closure and reconnects), and nobody else waits for it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from reverbpy.protocol.errors import ErrorCode
 from reverbpy.protocol.frames import text_frame
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Outbox:
             if conn.flush() > limit:
                 self.slow_consumers += 1
                 log.warning("dropping slow consumer %s (%s)", conn.socket_id, conn.app.id)
-                conn.close(ErrorCode.OVER_CAPACITY, "Slow consumer: too much unsent data")
+                conn.abort()
 
 
 def broadcast(

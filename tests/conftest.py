@@ -88,14 +88,14 @@ def start_server(
         env["REVERB_SERVER_PATH"] = path
     env.update(extra_env or {})
     log_path = tmp_path / f"reverbpy-{port}.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reverbpy", "serve", "--host", "127.0.0.1", "--port", str(port), *(args or [])],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reverbpy", "serve", "--host", "127.0.0.1", "--port", str(port), *(args or [])],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     server = ServerProcess(port, app_id, key, secret, path, env, proc, log_path)
     if wait:
         wait_until_up(server)
