@@ -99,7 +99,15 @@ static double h_pct(const hist *h, double p) {
     return (double)h->max / 1000.0;
 }
 /* JSON fragment: "name":{"n":..,"p50_ms":..,...} */
+static int o_dump, o_blast_frames;
 static void h_json(FILE *f, const char *name, const hist *h) {
+    if (o_dump) { /* sparse buckets [[upper_us, count], ...] so several processes can be merged */
+        fprintf(f, "\"%s_buckets\":[", name);
+        int first = 1;
+        for (int i = 0; i < H_BUCKETS; i++)
+            if (h->b[i]) { fprintf(f, "%s[%llu,%llu]", first ? "" : ",", (unsigned long long)h_value(i), (unsigned long long)h->b[i]); first = 0; }
+        fputs("],", f);
+    }
     fprintf(f, "\"%s\":{\"n\":%llu,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f}",
             name, (unsigned long long)h->n, h_pct(h, 50), h_pct(h, 90), h_pct(h, 99),
             h->n ? (double)h->max / 1000.0 : -1.0, h->n ? (double)h->sum / (double)h->n / 1000.0 : -1.0);
@@ -665,7 +673,8 @@ static void blast_build(void) {
     blast_len = 0;
     blast_buf = malloc(65536 + 256);
     char f[256];
-    while (blast_len < 65536) {
+    int frames = 0;
+    while (blast_len < 65536 && (o_blast_frames <= 0 || frames++ < o_blast_frames)) {
         int n = snprintf(f + 2, sizeof f - 2, "{\"event\":\"ev\",\"channel\":\"bench\",\"data\":\"@ts%lld@\"}", (long long)mono_ns());
         f[0] = (char)0x81;
         f[1] = (char)n;
@@ -786,7 +795,7 @@ static void opt_parse(int argc, char **argv) {
         S("mode", o_mode) S("host", o_host) S("key", o_key) S("secret", o_secret) S("app-id", o_app)
         S("channel", o_channel) S("src", o_src) I("port", o_port) I("subs", o_subs) I("pubconns", o_pubconns)
         I("backlog", o_backlog) I("pairs", o_pairs) I("window", o_window) I("watchers", o_watchers)
-        I("churners", o_churners) I("expect", o_expect) I("payload", o_payload) D("rate", o_rate)
+        I("churners", o_churners) I("expect", o_expect) I("payload", o_payload) I("dump", o_dump) I("blast-frames", o_blast_frames) D("rate", o_rate)
         D("warmup", o_warmup) D("duration", o_duration) D("drain", o_drain) D("conn-rate", o_conn_rate)
         D("setup-timeout", o_setup_timeout) D("wait", o_wait)
         else die("unknown option %s", a);
@@ -886,12 +895,16 @@ int main(int argc, char **argv) {
             }
         } else if (phase == P_WARMUP && now - t_phase_start >= (int64_t)(o_warmup * 1e9)) {
             phase = P_MEASURE;
+            puts("PHASE measure");
+            fflush(stdout);
             t_meas_start = t_phase_start = now;
             cpu0 = cpu_s();
         } else if (phase == P_MEASURE && now - t_phase_start >= (int64_t)(o_duration * 1e9)) {
             phase = P_DRAIN;
             t_meas_end = t_phase_start = now;
             cpu_meas = cpu_s() - cpu0;
+            puts("PHASE drain");
+            fflush(stdout);
         } else if (phase == P_DRAIN) {
             int done = 0;
             if (is_pub) done = (o_subs == 0 || c_deliv >= c_ok * (uint64_t)o_subs) && n_idle_pub == o_pubconns;

@@ -52,6 +52,8 @@ async def start_reverb(config: BookingConfig) -> asyncio.subprocess.Process:
         str(config.reverb_port),
         cwd=ROOT,
         env=reverb_env(config),
+        # Its own session: Ctrl-C reaches only us, and we stop reverbpy after the app, in order.
+        start_new_session=True,
     )
     url = f"{config.reverb_scheme}://{config.reverb_host}:{config.reverb_port}/up"
     deadline = time.monotonic() + 20

@@ -212,7 +212,7 @@ async def test_oversized_message_closes_1009_and_spares_others(http: aiohttp.Cli
         err = await victim.recv()
         assert err["data"] == {"code": 4200, "message": "Maximum message size exceeded"}
         code, reason = await victim.closed()
-        assert code == 1009
+        assert (code, reason) == (1009, "Maximum message size exceeded")
         status, _ = await api(http, server, "POST", "/events", {"name": "e", "channel": "news", "data": "still here"})
         assert status == 200
         assert (await bystander.recv())["data"] == "still here"
