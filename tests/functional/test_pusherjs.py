@@ -90,6 +90,58 @@ async def test_unknown_app_key_is_refused_without_reconnecting(
     assert states(client) == ["disconnected"]
 
 
+# -- heartbeats -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def quick_ping_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The server pings after 1 s of client silence and gives 2 s for the pong."""
+    s = start_server(
+        tmp_path,
+        extra_env={"REVERB_APP_PING_INTERVAL": "1", "REVERB_APP_PONG_TIMEOUT": "2"},
+    )
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def short_activity_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The server advertises activity_timeout 1, so pusher-js pings after 1 s of silence."""
+    s = start_server(tmp_path, extra_env={"REVERB_APP_ACTIVITY_TIMEOUT": "1"})
+    yield s
+    s.stop()
+
+
+async def test_server_pings_are_answered_by_pusher_js(
+    quick_ping_server: ServerProcess, js: JSClients
+) -> None:
+    client = await js.pusher(quick_ping_server)
+    socket_id = await client.connected()
+    await client.subscribed("heartbeat")
+    # Each ping is answered by pusher-js with pusher:pong; were the pong not accepted, the
+    # server would close the socket 2 s after its first ping.
+    for _ in range(3):
+        await client.wait_for("heartbeat", event="pusher:ping", within=5)
+    await asyncio.sleep(2.5)
+    assert states(client) == ["connected"]
+    assert (await client.call("state"))["socket_id"] == socket_id
+    await in_thread(sdk(quick_ping_server).trigger, "heartbeat", "still-here", {})
+    await client.wait_for("event", channel="heartbeat", event="still-here")
+
+
+async def test_pusher_js_pings_are_answered(
+    short_activity_server: ServerProcess, js: JSClients
+) -> None:
+    # pusher-js waits min(its 120 s, the server's activity_timeout) before pinging, then
+    # reconnects if no pong arrives within pongTimeout.
+    client = await js.pusher(short_activity_server, pongTimeout=1500)
+    socket_id = await client.connected()
+    for _ in range(3):
+        await client.wait_for("heartbeat", event="pusher:pong", within=5)
+    assert states(client) == ["connected"]
+    assert (await client.call("state"))["socket_id"] == socket_id
+
+
 # -- public channels -----------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@
 //   Every command may carry an "id"; once it has run, {"type":"ack","id":…,"result":…} is printed
 //   (or {"type":"ack","id":…,"error":"…"} when it threw).
 //   Observations: {"type":"state",previous,current,socket_id}, {"type":"connected",socket_id},
-//   {"type":"connection_error",error}, {"type":"subscription_succeeded",channel,data|members},
+//   {"type":"connection_error",error}, {"type":"heartbeat",event} (pusher:ping/pong received), {"type":"subscription_succeeded",channel,data|members},
 //   {"type":"subscription_error",channel,data}, {"type":"member_added"|"member_removed",channel,member},
 //   {"type":"event",channel,event,data} (every other event through bind_global),
 //   {"type":"bound",channel,event,data,metadata} (callbacks from explicit bind(), with pusher-js metadata),
@@ -99,6 +99,11 @@ pusher.connection.bind('state_change', (s) =>
 );
 pusher.connection.bind('connected', () => emit({ type: 'connected', socket_id: pusher.connection.socket_id }));
 pusher.connection.bind('error', (err) => emit({ type: 'connection_error', error: safe(err) }));
+// Heartbeats: pusher-js answers a server pusher:ping itself and sends its own pusher:ping
+// after activityTimeout of silence; the connection manager re-emits every decoded message.
+pusher.connection.bind('message', (m) => {
+  if (m.event === 'pusher:ping' || m.event === 'pusher:pong') emit({ type: 'heartbeat', event: m.event });
+});
 
 // --- pusher-js API -------------------------------------------------------------------------
 
