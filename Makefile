@@ -47,8 +47,14 @@ check: install
 test: install node-deps browser-deps examples/booking_app/static/vendor/.installed check
 	$(PY) -m pytest -q
 
+# Benchmarks against soketi 1.6.1 (bench/RESULTS.md). BENCH_ARGS="--quick" for a short run.
+# Needs gcc and libssl-dev (the C load generator), Node/npm (soketi) and matplotlib (the chart).
 bench: install
-	$(PY) -m bench.run
+	@command -v gcc >/dev/null && [ -f /usr/include/openssl/hmac.h ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libssl-dev >/dev/null; \
+	  else echo "need gcc and libssl-dev: sudo apt-get install gcc libssl-dev" >&2; exit 1; fi; }
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install --quiet matplotlib
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules examples/booking_app/node_modules
