@@ -21,6 +21,11 @@
   const stampFmt = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
   function day(iso) { return dayFmt.format(new Date(iso + "T00:00:00Z")); }
   function dates(o) { return day(o.check_in) + " → " + day(o.check_out) + " · " + o.nights + (o.nights === 1 ? " night" : " nights"); }
+  function when(iso) {
+    // Today's orders show the time; older ones (the seeded history) show the day too.
+    const moment = new Date(iso);
+    return moment.toDateString() === new Date().toDateString() ? timeFmt.format(moment) : stampFmt.format(moment);
+  }
   function formatIdr(amount) {
     // Same as the server's rules.format_idr, in case a payload lacks total_formatted.
     return "Rp " + String(Math.abs(amount)).replace(/\B(?=(\d{3})+(?!\d))/g, ".");
@@ -72,7 +77,7 @@
       el("div", { class: "feed-dates", text: dates(order) }),
       el("div", { class: "feed-bottom" }, [
         el("span", { class: "price", "data-testid": "feed-total", text: order.total_formatted || formatIdr(order.total) }),
-        el("time", { datetime: order.created_at, text: timeFmt.format(new Date(order.created_at)) }),
+        el("time", { datetime: order.created_at, text: when(order.created_at) }),
       ]),
     ]);
     feed.insertBefore(item, feed.firstChild);
