@@ -123,7 +123,8 @@ static double o_rate = 0, o_warmup = 2, o_duration = 10, o_drain = 5, o_conn_rat
 
 /* ---------------- connections ---------------- */
 enum { K_WS = 1, K_HTTP = 2, K_SRV = 3 };
-enum { S_CONNECTING = 1, S_HANDSHAKE, S_OPEN, S_SUBSCRIBING, S_SUBSCRIBED, S_CLOSED };
+enum { S_CONNECTING = 1, S_HANDSHAKE, S_UPGRADED, S_OPEN, S_SUBSCRIBING, S_SUBSCRIBED, S_CLOSED };
+/* S_UPGRADED: 101 received, connection_established not yet; S_OPEN: established, not subscribed */
 enum { R_SUB = 0, R_WATCHER, R_CHURNER, R_PAIR };
 
 typedef struct conn {
@@ -545,7 +546,7 @@ static void ws_parse(conn *c, char *p, size_t len, int64_t now) {
             conn_close(c);
             return;
         }
-        c->state = S_OPEN;
+        c->state = c->kind == K_SRV ? S_OPEN : S_UPGRADED;
         off = (size_t)(e - p) + 4;
     }
     while (len - off >= 2) {
