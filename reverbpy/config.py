@@ -50,6 +50,78 @@ class Secret:
         return hash(self._value)
 
 
+WEBHOOK_EVENTS = frozenset(
+    {
+        "channel_occupied",
+        "channel_vacated",
+        "member_added",
+        "member_removed",
+        "client_event",
+        "cache_miss",
+        "subscription_count",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """One webhook receiver; soketi's per-webhook filters."""
+
+    url: str
+    event_types: frozenset[str] = WEBHOOK_EVENTS
+    channel_prefix: str | None = None
+    channel_suffix: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def wants(self, event: str, channel: str | None) -> bool:
+        if event not in self.event_types:
+            return False
+        if channel is not None:
+            if self.channel_prefix and not channel.startswith(self.channel_prefix):
+                return False
+            if self.channel_suffix and not channel.endswith(self.channel_suffix):
+                return False
+        return True
+
+
+def parse_webhooks(raw: object, where: str) -> tuple[WebhookTarget, ...]:
+    """Accept a list of ``{url, event_types?, filter?: {channel_name_starts_with, ...}, headers?}``."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: must be a list of webhooks")
+    targets = []
+    for i, item in enumerate(raw):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("url"), str)
+            or not item["url"].startswith(("http://", "https://"))
+        ):
+            raise ConfigError(f"{where}[{i}]: 'url' must be an http(s) URL")
+        events = item.get("event_types", sorted(WEBHOOK_EVENTS))
+        if not isinstance(events, list) or not set(events) <= WEBHOOK_EVENTS:
+            raise ConfigError(
+                f"{where}[{i}]: event_types must be a subset of {sorted(WEBHOOK_EVENTS)}"
+            )
+        flt = item.get("filter") or {}
+        headers = item.get("headers") or {}
+        if not isinstance(flt, dict) or not isinstance(headers, dict):
+            raise ConfigError(f"{where}[{i}]: 'filter' and 'headers' must be objects")
+        targets.append(
+            WebhookTarget(
+                url=item["url"],
+                event_types=frozenset(events),
+                channel_prefix=flt.get("channel_name_starts_with") or item.get("channel_prefix"),
+                channel_suffix=flt.get("channel_name_ends_with") or item.get("channel_suffix"),
+                headers=tuple((str(k), str(v)) for k, v in headers.items()),
+            )
+        )
+    return tuple(targets)
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     """One Pusher app. Limits follow Pusher's published ones; ``None`` means unlimited."""
@@ -80,6 +152,19 @@ class AppConfig:
     max_user_id_length: int = 128
     client_event_rate: int | None = 10
     """Client events per connection per second; over it the event is refused with 4301."""
+    backend_event_rate: int | None = None
+    """Events per second accepted by the HTTP API (``POST events``/``batch_events``); 429 over it."""
+    read_request_rate: int | None = None
+    """HTTP API read requests per second (``GET channels``...); 429 over it."""
+    cache_ttl: float = 1800.0
+    """Seconds a cache channel keeps its last event (Pusher: up to 30 minutes)."""
+    subscription_count_events: bool = False
+    """Send ``pusher_internal:subscription_count`` to subscribers (Pusher's opt-in)."""
+    authorized_connections_timeout: float | None = None
+    """Close sockets that neither sign in nor join a private/presence channel in this time (4009)."""
+    webhooks: tuple[WebhookTarget, ...] = ()
+    webhook_batch_ms: int = 0
+    """Collect webhook events for this long and send them in one request (0: one per event)."""
 
     def __repr__(self) -> str:
         return f"AppConfig(id={self.id!r}, key={self.key!r}, secret=Secret('**********'))"
@@ -129,6 +214,13 @@ class _Settings(BaseSettings):
     app_max_event_payload: int | None = Field(None, gt=0)
     app_client_event_rate: int | None = Field(None, ge=0)
     app_max_presence_members: int | None = Field(None, gt=0)
+    app_backend_event_rate: int | None = Field(None, ge=0)
+    app_read_request_rate: int | None = Field(None, ge=0)
+    app_cache_ttl: float | None = Field(None, gt=0)
+    app_subscription_count_events: bool | None = None
+    app_authorized_connections_timeout: float | None = Field(None, gt=0)
+    app_webhooks: str | None = None
+    app_webhook_batch_ms: int | None = Field(None, ge=0)
 
     @field_validator("server_path")
     @classmethod
@@ -159,6 +251,8 @@ def _app_from_mapping(raw: Mapping[str, Any], where: str) -> AppConfig:
         if isinstance(origins, str):
             origins = [o.strip() for o in origins.split(",") if o.strip()]
         data["allowed_origins"] = tuple(origins)
+    if "webhooks" in data:
+        data["webhooks"] = parse_webhooks(data["webhooks"], f"{where}: webhooks")
     if data.get("accept_client_events_from", "members") not in ("members", "all", "none"):
         raise ConfigError(f"{where}: accept_client_events_from must be members, all or none")
     try:
@@ -205,6 +299,13 @@ def _env_app(s: _Settings) -> AppConfig | None:
         "max_event_payload": s.app_max_event_payload,
         "client_event_rate": s.app_client_event_rate,
         "max_presence_members": s.app_max_presence_members,
+        "backend_event_rate": s.app_backend_event_rate or None,
+        "read_request_rate": s.app_read_request_rate or None,
+        "cache_ttl": s.app_cache_ttl,
+        "subscription_count_events": s.app_subscription_count_events,
+        "authorized_connections_timeout": s.app_authorized_connections_timeout,
+        "webhooks": s.app_webhooks,
+        "webhook_batch_ms": s.app_webhook_batch_ms,
     }
     raw = {"id": s.app_id, "key": s.app_key, "secret": s.app_secret}
     raw.update({k: v for k, v in overrides.items() if v is not None})

@@ -20,6 +20,12 @@ log = logging.getLogger("reverbpy.connection")
 _closing_tasks: set[asyncio.Task[None]] = set()
 
 
+async def wait_closed(within: float) -> None:
+    """Wait for the closing handshakes in flight (bounded: a dead peer must not hold us)."""
+    if _closing_tasks:
+        await asyncio.wait(list(_closing_tasks), timeout=within)
+
+
 class Connection:
     """A socket with its session; frames are queued and flushed by the ``Outbox``."""
 
@@ -30,6 +36,7 @@ class Connection:
         "_ws",
         "app",
         "closed",
+        "connected_at",
         "last_seen",
         "pinged_at",
         "session",
@@ -56,6 +63,7 @@ class Connection:
         self._pending: list[bytes] = []
         self.closed = False
         self.last_seen = now
+        self.connected_at = now
         self.pinged_at: float | None = None
         self.uses_control_frames = False
 
@@ -85,6 +93,7 @@ class Connection:
 
     def touch(self, now: float) -> None:
         self.last_seen = now
+        self.connected_at = now
         self.pinged_at = None
 
     def ping(self, now: float, payload: bytes) -> None:

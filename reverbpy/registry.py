@@ -6,12 +6,13 @@ Plain data structures with no I/O; ``Hub`` combines them with the dispatcher.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reverbpy.config import AppConfig
 from reverbpy.protocol.channels import ChannelKind, ChannelType, channel_kind
 from reverbpy.protocol.errors import SubscriptionError
 from reverbpy.protocol.presence import Member, PresenceState
+from reverbpy.protocol.ratelimit import PerSecond
 
 if TYPE_CHECKING:
     from reverbpy.connection import Connection
@@ -40,6 +41,16 @@ class Channel:
         return f"Channel({self.name!r}, subscribers={len(self.subscribers)})"
 
 
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    """The last API event of a cache channel, as subscribers receive it."""
+
+    payload: bytes
+    data: Any
+    event: str
+    expires_at: float
+
+
 @dataclass(slots=True)
 class AppState:
     app: AppConfig
@@ -47,6 +58,19 @@ class AppState:
     connections: dict[str, Connection] = field(default_factory=dict)
     users: dict[str, set[Connection]] = field(default_factory=dict)
     """Signed-in users (``pusher:signin``) to their sockets."""
+    watchers: dict[str, set[Connection]] = field(default_factory=dict)
+    """Watched user id to the signed-in sockets whose watchlist names it."""
+    cache: dict[str, CachedEvent] = field(default_factory=dict)
+    """Cache channels' last events, kept with no subscribers too (until their TTL)."""
+    cache_miss_reported: set[str] = field(default_factory=set)
+    subscription_count_dirty: set[str] = field(default_factory=set)
+    subscription_count_sent: float = 0.0
+    backend_events: PerSecond = field(init=False)
+    read_requests: PerSecond = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.backend_events = PerSecond(self.app.backend_event_rate)
+        self.read_requests = PerSecond(self.app.read_request_rate)
 
     def subscribe(self, conn: Connection, name: str, member: Member | None) -> tuple[Channel, bool]:
         """Add ``conn`` to the channel; returns it and whether ``member`` is new to it."""
@@ -85,15 +109,42 @@ class AppState:
             del self.channels[name]
         return channel, last
 
-    def sign_in(self, conn: Connection, user_id: str) -> None:
-        self.users.setdefault(user_id, set()).add(conn)
+    def sign_in(self, conn: Connection, user_id: str, watchlist: tuple[str, ...] = ()) -> bool:
+        """Record a signed-in socket; True when it is the user's first (they come online)."""
+        sockets = self.users.setdefault(user_id, set())
+        first = not sockets
+        sockets.add(conn)
+        for watched in watchlist:
+            self.watchers.setdefault(watched, set()).add(conn)
+        return first
 
-    def sign_out(self, conn: Connection, user_id: str) -> None:
+    def sign_out(self, conn: Connection, user_id: str) -> bool:
+        """Forget a signed-in socket; True when it was the user's last (they go offline)."""
+        for watched in conn.session.watchlist:
+            watchers = self.watchers.get(watched)
+            if watchers is not None:
+                watchers.discard(conn)
+                if not watchers:
+                    del self.watchers[watched]
         sockets = self.users.get(user_id)
-        if sockets is not None:
-            sockets.discard(conn)
-            if not sockets:
-                del self.users[user_id]
+        if sockets is None or conn not in sockets:
+            return False
+        sockets.discard(conn)
+        if sockets:
+            return False
+        del self.users[user_id]
+        return True
+
+    def cached(self, name: str, now: float) -> CachedEvent | None:
+        entry = self.cache.get(name)
+        if entry is not None and entry.expires_at <= now:
+            del self.cache[name]
+            return None
+        return entry
+
+    def expire_cache(self, now: float) -> None:
+        for name in [n for n, e in self.cache.items() if e.expires_at <= now]:
+            del self.cache[name]
 
 
 class Registry:

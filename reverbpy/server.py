@@ -15,9 +15,11 @@ from reverbpy.http_api.middleware import json_errors, signed_api
 from reverbpy.http_api.routes import routes
 from reverbpy.hub import Hub
 from reverbpy.registry import Registry
+from reverbpy.webhooks import Webhooks
 from reverbpy.websocket import WebSocketHandler
 
 OUTBOX = web.AppKey("outbox", Outbox)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 
 
 def sweep_interval(config: ServerConfig) -> float:
@@ -42,15 +44,36 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _close_sockets(app: web.Application) -> None:
+    """On SIGTERM/SIGINT: every socket gets 4200 and a close, then aiohttp stops."""
+    if app[HUB].shutdown():
+        from reverbpy.connection import wait_closed
+
+        await wait_closed(within=3.0)
+
+
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    # Registered first so it is cleaned up last: what the other tasks emit while they stop,
+    # and the held channel_vacated/member_removed, still go out within the grace period.
+    webhooks = app[WEBHOOKS]
+    await webhooks.start()
+    yield
+    await webhooks.close()
+
+
 def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(
         middlewares=[json_errors, signed_api], client_max_size=config.max_request_size
     )
-    hub = Hub(Registry(config.apps))
+    webhooks = Webhooks()
+    hub = Hub(Registry(config.apps), webhooks)
     outbox = Outbox(config.max_write_buffer)
     app[CONFIG] = config
     app[HUB] = hub
     app[OUTBOX] = outbox
+    app[WEBHOOKS] = webhooks
     app.add_routes(routes(config.path, WebSocketHandler(hub, outbox)))
+    app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_heartbeat)
+    app.on_shutdown.append(_close_sockets)
     return app

@@ -143,8 +143,8 @@ class WebSocketHandler:
                 self._execute(
                     state, conn, error_actions(invalid_message("Binary frames are not supported"))
                 )
-            if conn.closed:
-                break
+            # After conn.close() the loop ends when the closing handshake does, so the
+            # client receives our close code rather than aiohttp's default 1000.
 
     def _execute(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
         hub = self.hub
@@ -164,7 +164,7 @@ class WebSocketHandler:
                     hub.leave(state, conn, channel, member)
                 case Whisper(channel, event, data, user_id):
                     hub.whisper(state, conn, channel, event, data, user_id)
-                case SignIn(user_id, _info, _watchlist):
-                    state.sign_in(conn, user_id)
+                case SignIn(user_id, _info, watchlist):
+                    hub.sign_in(state, conn, user_id, watchlist)
                 case Close(code, reason):
                     conn.close(code, reason)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from reverbpy.http_api.errors import ApiError
 from reverbpy.http_api.keys import APP_STATE, HUB
 from reverbpy.http_api.responses import json
-from reverbpy.protocol.channels import channel_name_error, is_presence
+from reverbpy.protocol.channels import channel_kind, channel_name_error, is_presence
 
 
 def _info(request: web.Request, allowed: frozenset[str]) -> frozenset[str]:
@@ -42,15 +44,22 @@ async def channel(request: web.Request) -> web.Response:
     problem = channel_name_error(name, state.app.max_channel_name_length)
     if problem:
         raise ApiError(400, problem)
-    attrs = _info(request, frozenset({"user_count", "subscription_count"}))
+    attrs = _info(request, frozenset({"user_count", "subscription_count", "cache"}))
     if "user_count" in attrs and not is_presence(name):
         raise ApiError(400, "info=user_count is only available for presence channels")
+    if "cache" in attrs and not channel_kind(name).cache:
+        raise ApiError(400, "info=cache is only available for cache channels")
     ch = state.channels.get(name)
     body: dict[str, object] = {"occupied": bool(ch and ch.subscribers)}
     if "user_count" in attrs:
         body["user_count"] = ch.user_count if ch else 0
     if "subscription_count" in attrs:
         body["subscription_count"] = ch.subscription_count if ch else 0
+    if "cache" in attrs:
+        now = time.monotonic()
+        cached = state.cached(name, now)
+        if cached is not None:
+            body["cache"] = {"data": cached.data, "ttl": max(0, int(cached.expires_at - now))}
     return json(body)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import orjson
@@ -108,6 +109,11 @@ def _channel_info(state: AppState, name: str, attrs: frozenset[str]) -> dict[str
     return info
 
 
+def _within_rate(state: AppState, events: int) -> None:
+    if not state.backend_events.allow(time.monotonic(), events):
+        raise ApiError(429, f"Over the limit of {state.app.backend_event_rate} events per second")
+
+
 def _publish(request: web.Request, event: Event) -> None:
     request.app[HUB].trigger(
         request[APP_STATE], event.channels, event.name, event.data, event.socket_id
@@ -117,6 +123,7 @@ def _publish(request: web.Request, event: Event) -> None:
 async def trigger(request: web.Request) -> web.Response:
     state = request[APP_STATE]
     event = Event(_json_body(request), state.app, single_channel=False)
+    _within_rate(state, 1)
     _publish(request, event)
     if not event.info:
         return json({})
@@ -132,6 +139,7 @@ async def trigger_batch(request: web.Request) -> web.Response:
     if len(batch) > state.app.max_batch_size:
         raise ApiError(400, f"At most {state.app.max_batch_size} events per batch")
     events = [Event(item, state.app, single_channel=True) for item in batch]
+    _within_rate(state, len(events))
     for event in events:
         _publish(request, event)
     if not any(e.info for e in events):

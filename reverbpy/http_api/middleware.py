@@ -65,6 +65,10 @@ async def signed_api(request: web.Request, handler: Handler) -> web.StreamRespon
         )
     except RequestAuthError as exc:
         raise ApiError(401, str(exc)) from None
+    if request.method == "GET" and not state.read_requests.allow(time.monotonic()):
+        raise ApiError(
+            429, f"Over the limit of {state.app.read_request_rate} read requests per second"
+        )
     request[APP_STATE] = state
     request[BODY] = body
     return await handler(request)

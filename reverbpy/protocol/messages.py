@@ -25,6 +25,10 @@ def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
+def json_text(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
 def _internal(event: str, data: Any, channel: str | None = None) -> bytes:
     message: dict[str, Any] = {"event": event, "data": _dumps(data).decode()}
     if channel is not None:

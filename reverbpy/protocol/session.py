@@ -25,6 +25,7 @@ from reverbpy.protocol.channels import (
 )
 from reverbpy.protocol.errors import ErrorCode, PusherError, SubscriptionError, invalid_message
 from reverbpy.protocol.presence import Member
+from reverbpy.protocol.ratelimit import PerSecond
 
 # --- actions ------------------------------------------------------------------------------
 
@@ -90,8 +91,11 @@ class Session:
     clock: Callable[[], float]
     subscriptions: dict[str, Member | None] = field(default_factory=dict)
     user: SignedInUser | None = None
-    _rate_window: float = 0.0
-    _rate_count: int = 0
+    watchlist: tuple[str, ...] = ()
+    _client_events: PerSecond = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._client_events = PerSecond(self.app.client_event_rate)
 
     def receive(self, text: str | bytes) -> list[Action]:
         try:
@@ -218,21 +222,10 @@ class Session:
             )
         if msg.data is not None and len(orjson.dumps(msg.data)) > self.app.max_event_payload:
             raise PusherError(ErrorCode.RATE_LIMITED, "Client event payload too large")
-        if not self._within_rate():
+        if not self._client_events.allow(self.clock()):
             raise PusherError(ErrorCode.RATE_LIMITED, "Client event rejected due to rate limit")
         member = self.subscriptions.get(msg.channel)
         return [Whisper(msg.channel, msg.event, msg.data, member.user_id if member else None)]
-
-    def _within_rate(self) -> bool:
-        limit = self.app.client_event_rate
-        if limit is None:
-            return True
-        now = self.clock()
-        if now - self._rate_window >= 1.0:
-            self._rate_window = now
-            self._rate_count = 0
-        self._rate_count += 1
-        return self._rate_count <= limit
 
     # --- sign-in --------------------------------------------------------------------------
 
@@ -279,9 +272,10 @@ class Session:
                 )
             )
         self.user = SignedInUser(user_id, data.get("user_info"), msg.user_data)
+        self.watchlist = tuple(str(u) for u in watchlist_raw)
         return [
             Reply(messages.signin_success(msg.user_data)),
-            SignIn(user_id, data.get("user_info"), tuple(str(u) for u in watchlist_raw)),
+            SignIn(user_id, data.get("user_info"), self.watchlist),
             *actions,
         ]
 
