@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
-import pusher
+import pusher  # type: ignore[import-untyped]
 from aiohttp import web
 
 from . import auth, views

@@ -12,8 +12,8 @@ import logging
 import re
 from typing import Any
 
-import pusher
-from pusher.aiohttp import AsyncIOBackend
+import pusher  # type: ignore[import-untyped]
+from pusher.aiohttp import AsyncIOBackend  # type: ignore[import-untyped]
 
 from .channels import ADMIN_CHANNEL, order_channel
 from .config import BookingConfig

@@ -60,7 +60,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> BookingConfig:
         db_path=Path(env.get("BOOKING_DB", "booking.sqlite3")),
         admin_email=env.get("BOOKING_ADMIN_EMAIL", DEV_ADMIN_EMAIL),
         admin_password=env.get("BOOKING_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD),
-        **({"secret_key": secret_key.encode()} if secret_key else {}),
+        secret_key=secret_key.encode() if secret_key else secrets.token_bytes(32),
     )
 
 

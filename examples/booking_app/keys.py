@@ -14,5 +14,6 @@ from .db import Database
 CONFIG = web.AppKey("config", BookingConfig)
 DB = web.AppKey("db", Database)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+Clock = Callable[[], date]
 #: Today's date; injectable so tests can pin the calendar.
-TODAY = web.AppKey("today", Callable[[], date])
+TODAY: web.AppKey[Clock] = web.AppKey("today")

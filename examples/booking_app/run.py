@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -114,7 +115,7 @@ async def serve(config: BookingConfig, *, host: str, port: int, with_reverb: boo
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        waiters = {asyncio.create_task(stop.wait())}
+        waiters: set[asyncio.Task[Any]] = {asyncio.create_task(stop.wait())}
         if reverb is not None:
             waiters.add(asyncio.create_task(reverb.wait()))
         _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from tests.booking.conftest import (
@@ -31,13 +31,12 @@ def expected_auth(socket_id: str, channel: str) -> str:
     return f"{APP_KEY}:{signature.hexdigest()}"
 
 
-async def auth(client: Client, channel: str, token: str, **extra: str) -> web.Response:
-    response = await client.post(
+async def auth(client: Client, channel: str, token: str, **extra: str) -> ClientResponse:
+    return await client.post(
         "/broadcasting/auth",
         data={"socket_id": SOCKET_ID, "channel_name": channel, **extra},
         headers={"X-CSRF-TOKEN": token},
     )
-    return response  # type: ignore[return-value]
 
 
 # -- guest pages and booking ------------------------------------------------------------------

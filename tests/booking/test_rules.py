@@ -99,7 +99,9 @@ def test_capacity_message_names_the_villa() -> None:
     ],
 )
 def test_overlap_is_half_open(a: tuple[str, str], b: tuple[str, str], expected: bool) -> None:
-    d = lambda s: date.fromisoformat(f"2030-{s}")  # noqa: E731
+    def d(month_day: str) -> date:
+        return date.fromisoformat(f"2030-{month_day}")
+
     assert overlaps(d(a[0]), d(a[1]), d(b[0]), d(b[1])) is expected
     assert overlaps(d(b[0]), d(b[1]), d(a[0]), d(a[1])) is expected
 
