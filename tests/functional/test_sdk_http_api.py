@@ -251,6 +251,31 @@ async def test_trigger_batch_with_info(server: ServerProcess, sockets: Sockets) 
     assert body == {"batch": [{"subscription_count": 2}, {"user_count": 1}, {}]}
 
 
+async def test_trigger_data_over_10kb_is_413(api: pusher.Pusher, sockets: Sockets) -> None:
+    sock = await sockets.open("big")
+    assert await in_thread(api.trigger, "big", "fits", "x" * 10_240) == {}
+    assert (await sock.next_event())["data"] == "x" * 10_240
+    # The SDK itself lets up to ~30 KB through; the server enforces Pusher's 10 KB.
+    with pytest.raises(pusher.errors.PusherBadStatus) as exc:
+        await in_thread(api.trigger, "big", "too-big", "x" * 10_241)
+    status, _, body = exc.value.args[0].partition(": ")
+    assert status == "413"
+    assert "error" in json.loads(body)
+    await in_thread(api.trigger, "big", "sentinel", {})
+    assert (await sock.next_event())["event"] == "sentinel"
+
+
+async def test_trigger_batch_over_10_events_is_400(api: pusher.Pusher, sockets: Sockets) -> None:
+    sock = await sockets.open("batched")
+    events = [{"channel": "batched", "name": f"e{i}", "data": "{}"} for i in range(11)]
+    with pytest.raises(pusher.errors.PusherBadRequest) as exc:
+        await in_thread(api.trigger_batch, events)
+    assert "error" in json.loads(exc.value.args[0])
+    # Nothing from the refused batch was delivered; ten is fine.
+    assert await in_thread(api.trigger_batch, events[:10]) == {}
+    assert [(await sock.next_event())["event"] for _ in range(10)] == [f"e{i}" for i in range(10)]
+
+
 # -- channel queries -----------------------------------------------------------------------
 
 
