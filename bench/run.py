@@ -244,8 +244,16 @@ class Sampler:
     server: Server
     marks: dict[str, dict[str, Any]] = field(default_factory=dict)
     gen_cpu_pct: float | None = None
+    profile: Path | None = None
+    profile_s: float = 0.0
+    _spy: subprocess.Popen[bytes] | None = None
 
     def mark(self, name: str) -> None:
+        if name == "measure" and self.profile is not None:
+            self._spy = start_profiler(self.server.pid, self.profile, self.profile_s)
+        if name == "end" and self._spy is not None:
+            self._spy.wait(timeout=60)
+            summarize_profile(self.profile)  # type: ignore[arg-type]
         rss, hwm = proc_rss_kib(self.server.pid)
         self.marks[name] = {"t": time.monotonic(), "cpu": proc_cpu_s(self.server.pid), "rss": rss, "hwm": hwm, "cores": core_ticks()}
 
@@ -279,8 +287,52 @@ def gen_cmd(server: Server, **opts: Any) -> list[str]:
     return cmd
 
 
+PROFILE: dict[str, Any] = {"on": False}
+
+
+def start_profiler(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy (in the venv) samples the server for `seconds` of the measurement window."""
+    spy = ROOT / ".venv" / "bin" / "py-spy"
+    cmd = [str(spy), "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "250", "-f", "raw", "-o", str(out)]
+    # --native (C frames of uvloop, orjson, the interpreter) needs to pause the process per sample
+    cmd.append("--native" if PROFILE.get("native") else "--nonblocking")
+    return subprocess.Popen(["taskset", "-c", GEN_CORE, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(raw: Path) -> None:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    if not raw.exists():
+        log(f"no profile written to {raw}")
+        return
+    self_c: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        c = int(n)
+        total += c
+        frames = [f for f in stack.split(";") if f]
+        if not frames:
+            continue
+        leaf = frames[-1]
+        self_c[leaf] = self_c.get(leaf, 0) + c
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + c
+    lines = [f"# {raw.name}: {total} samples", "", "## self time (leaf frames)"]
+    lines += [f"{100 * c / total:6.2f}%  {f}" for f, c in sorted(self_c.items(), key=lambda x: -x[1])[:40]]
+    lines += ["", "## inclusive time"]
+    lines += [f"{100 * c / total:6.2f}%  {f}" for f, c in sorted(incl.items(), key=lambda x: -x[1])[:60]]
+    raw.with_suffix(".summary.txt").write_text("\n".join(lines) + "\n")
+    log(f"profile: {raw.with_suffix('.summary.txt').relative_to(ROOT)}")
+
+
 def run_gen(server: Server, sampler: Sampler, timeout: float, **opts: Any) -> dict[str, Any]:
     cmd = gen_cmd(server, **opts)
+    if PROFILE["on"] and server.name == "reverbpy" and opts.get("duration"):
+        sampler.profile = OUT / f"profile-{PROFILE['scenario']}.txt"
+        sampler.profile_s = float(opts["duration"]) - 0.5
     sampler.mark("start")
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
     timer = threading.Timer(timeout, p.kill)
@@ -383,7 +435,7 @@ def sc_connections(server: Server, pr: Profile) -> dict[str, Any]:
     procs = []
     for i, n in enumerate(per):
         srcs = ",".join(f"127.0.{i + 1}.{j}" for j in range(2, 6))
-        cmd = gen_cmd(server, mode="idle", subs=n, conn_rate=rate / nproc, src=srcs, expect=1, wait=30,
+        cmd = gen_cmd(server, mode="idle", subs=n, conn_rate=rate / nproc, src=srcs, expect=1, wait=10,
                       setup_timeout=max(30, 3 * total / rate), dump=1)
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile))
     t0 = time.monotonic()
@@ -615,7 +667,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short runs, 1 repeat, 4,000 idle connections")
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--no-chart", action="store_true")
-    ap.add_argument("--quiet-wait", type=float, default=60.0,
+    ap.add_argument("--profile", action="store_true",
+                    help="sample reverbpy with py-spy during each measurement window (bench/out/profile-*.txt)")
+    ap.add_argument("--native", action="store_true", help="with --profile: include native frames")
+    ap.add_argument("--quiet-wait", type=float, default=15.0,
                     help="before each run wait up to this many seconds for other processes to go quiet")
     args = ap.parse_args(argv)
     servers = [s for s in args.servers.split(",") if s]
@@ -651,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(repeat):
                 for srv_name in servers:
                     tag = f"{sc_name}-{rep}"
+                    PROFILE.update(on=args.profile, native=args.native, scenario=sc_name)
                     idle_load = wait_quiet(args.quiet_wait)
                     t0 = time.monotonic()
                     try:
