@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ClientEventsFrom = Literal["members", "all", "none"]
+LogFormat = Literal["text", "json"]
 
 
 class ConfigError(Exception):
@@ -180,6 +181,19 @@ class ServerConfig:
     """Bytes of HTTP API request body; larger ones get 413."""
     max_write_buffer: int = 1_048_576
     """Unsent bytes a socket may hold before it is dropped as a slow consumer (4100)."""
+    tls_cert: str | None = None
+    """PEM certificate chain; with ``tls_key`` the server speaks https/wss (REVERB_TLS_CERT)."""
+    tls_key: str | None = None
+    """PEM private key for ``tls_cert`` (REVERB_TLS_KEY)."""
+    metrics_port: int | None = None
+    """Serve ``/metrics`` on this port instead of the main one (REVERB_METRICS_PORT)."""
+    metrics_token: Secret | None = None
+    """Bearer token that ``/metrics`` requires (REVERB_METRICS_TOKEN); None: no token."""
+    log_format: LogFormat = "text"
+    shutdown_grace: float = 10.0
+    """Seconds SIGTERM waits for closing handshakes and queued webhooks (REVERB_SHUTDOWN_GRACE)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks whose ``X-Forwarded-For`` is believed (REVERB_TRUSTED_PROXIES)."""
     debug: bool = False
     apps: tuple[AppConfig, ...] = field(default_factory=tuple)
     generated_app: bool = False
@@ -199,6 +213,13 @@ class _Settings(BaseSettings):
     max_request_size: int = Field(262_144, gt=0)
     max_write_buffer: int = Field(1_048_576, gt=0)
     apps_file: Path | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_token: str | None = None
+    log_format: LogFormat = "text"
+    shutdown_grace: float = Field(10.0, ge=0)
+    trusted_proxies: str = ""
 
     app_id: str | None = None
     app_key: str | None = None
@@ -375,6 +396,13 @@ def load_config(
         path=settings.server_path,
         max_request_size=settings.max_request_size,
         max_write_buffer=settings.max_write_buffer,
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
+        metrics_port=settings.metrics_port,
+        metrics_token=Secret(settings.metrics_token) if settings.metrics_token else None,
+        log_format=settings.log_format,
+        shutdown_grace=settings.shutdown_grace,
+        trusted_proxies=tuple(p.strip() for p in settings.trusted_proxies.split(",") if p.strip()),
         apps=tuple(apps),
     )
     if overrides:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from reverbpy.config import AppConfig
+from reverbpy.metrics import WIRE
 from reverbpy.protocol.frames import text_frame
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class Connection:
         transport = self._transport
         if transport.is_closing():
             return 0
+        WIRE.sent(self, pending)
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         return transport.get_write_buffer_size()
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from reverbpy.metrics import WIRE
 from reverbpy.protocol.frames import text_frame
 
 if TYPE_CHECKING:
@@ -61,4 +62,5 @@ def broadcast(
         if conn.socket_id != except_socket_id:
             conn.queue(frame)
             sent += 1
+    WIRE.broadcast(sent)
     return sent

@@ -159,3 +159,25 @@ class Registry:
 
     def by_id(self, app_id: str) -> AppState | None:
         return self.apps.get(app_id)
+
+    def reload(self, apps: tuple[AppConfig, ...]) -> list[AppState]:
+        """Serve ``apps`` from now on; returns the states of the apps that are gone.
+
+        An app id still present keeps its state (sockets, channels, presence, cache) with the
+        new config, and its HTTP API rate limiters start afresh with the new limits. The caller
+        closes the returned states' sockets (``lifecycle.reload_apps``: 4003).
+        """
+        new: dict[str, AppState] = {}
+        for app in apps:
+            state = self.apps.get(app.id)
+            if state is None:
+                state = AppState(app)
+            elif state.app != app:
+                state.app = app
+                state.backend_events = PerSecond(app.backend_event_rate)
+                state.read_requests = PerSecond(app.read_request_rate)
+            new[app.id] = state
+        removed = [s for app_id, s in self.apps.items() if app_id not in new]
+        self.apps = new
+        self._by_key = {s.app.key: s for s in new.values()}
+        return removed

@@ -14,6 +14,7 @@ from reverbpy.http_api.keys import CONFIG, HUB
 from reverbpy.http_api.middleware import json_errors, signed_api
 from reverbpy.http_api.routes import routes
 from reverbpy.hub import Hub
+from reverbpy.lifecycle import install as install_operations
 from reverbpy.registry import Registry
 from reverbpy.webhooks import Webhooks
 from reverbpy.websocket import WebSocketHandler
@@ -58,7 +59,7 @@ async def _webhooks(app: web.Application) -> AsyncIterator[None]:
     webhooks = app[WEBHOOKS]
     await webhooks.start()
     yield
-    await webhooks.close()
+    await webhooks.close(grace=app[CONFIG].shutdown_grace)
 
 
 def create_app(config: ServerConfig) -> web.Application:
@@ -76,4 +77,5 @@ def create_app(config: ServerConfig) -> web.Application:
     app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_heartbeat)
     app.on_shutdown.append(_close_sockets)
+    install_operations(app, outbox)  # /ready, /metrics, proxy and drain middlewares
     return app

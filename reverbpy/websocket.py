@@ -19,6 +19,7 @@ from reverbpy.config import AppConfig
 from reverbpy.connection import Connection
 from reverbpy.dispatch import Outbox
 from reverbpy.hub import Hub
+from reverbpy.metrics import WIRE
 from reverbpy.protocol import messages
 from reverbpy.protocol.errors import ErrorCode, PusherError, SubscriptionError, invalid_message
 from reverbpy.protocol.frames import text_frame
@@ -120,10 +121,12 @@ class WebSocketHandler:
         conn = Connection(socket_id, state.app, ws, transport, self.outbox, session, now)
         self.hub.connect(state, conn)
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
+        WIRE.connected(conn, request)
         try:
             await self._serve(ws, state, conn)
         finally:
             conn.closed = True
+            WIRE.disconnected(conn, ws.close_code)
             self.hub.disconnect(state, conn)
         return ws
 
@@ -131,6 +134,7 @@ class WebSocketHandler:
         session = conn.session
         async for msg in ws:
             conn.touch(time.monotonic())
+            WIRE.received(conn, msg)
             if msg.type is WSMsgType.TEXT:
                 self._execute(state, conn, session.receive(msg.data))
             elif msg.type is WSMsgType.PING:
@@ -152,6 +156,7 @@ class WebSocketHandler:
             match action:
                 case Reply(frame):
                     conn.send(frame)
+                    WIRE.replied(conn, frame)
                 case Join(channel, member):
                     try:
                         hub.join(state, conn, channel, member)

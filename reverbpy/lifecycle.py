@@ -1,0 +1,269 @@
+"""Start, reload and stop one server process.
+
+Stop (SIGTERM or SIGINT), bounded by ``shutdown_grace`` seconds:
+
+1. ``/ready`` answers 503 and new WebSocket upgrades are refused with 503;
+2. every socket gets ``pusher:error`` 4200 and a close 4200, so pusher-js reconnects at once
+   (through the load balancer, to a node that is still ready);
+3. the listener closes and aiohttp runs the shutdown hooks: queued webhooks are flushed;
+4. the process exits with status 0.
+
+A second SIGTERM/SIGINT during the stop exits at once (status 0), whatever is still queued.
+
+Reload (SIGHUP, or ``reverbpy reload``): the configuration is read again the way it was at
+start (same ``.env`` file, apps file and flags). Apps that appear are served at once; apps
+that disappear (or become disabled) have their sockets closed with 4003; changed limits apply
+to new and existing sockets. Other settings (host, port, TLS paths...) need a restart; the
+TLS certificate and key files themselves are re-read. A reload that fails to parse keeps the
+running configuration and logs why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from reverbpy import logs
+from reverbpy.config import AppConfig, ConfigError, ServerConfig
+from reverbpy.dispatch import Outbox
+from reverbpy.http_api.keys import CONFIG, HUB
+from reverbpy.metrics import METRICS, WIRE, Metrics, http_metrics
+from reverbpy.protocol import messages
+from reverbpy.protocol.errors import ErrorCode
+from reverbpy.proxies import forwarded_for
+from reverbpy.registry import AppState
+
+log = logging.getLogger("reverbpy.lifecycle")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Check = Callable[[], str | None]
+
+
+class Readiness:
+    """What ``/ready`` answers. 503 while draining, while ``degraded`` holds a reason, or while
+    any registered check returns one (the Redis adapter registers its link state here)."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.degraded: str | None = None
+        self._checks: list[Check] = []
+
+    def add_check(self, check: Check) -> None:
+        self._checks.append(check)
+
+    def problem(self) -> str | None:
+        if self.draining:
+            return "shutting down"
+        if self.degraded:
+            return self.degraded
+        for check in self._checks:
+            problem = check()
+            if problem:
+                return problem
+        return None
+
+
+READINESS = web.AppKey("readiness", Readiness)
+
+
+async def ready(request: web.Request) -> web.Response:
+    problem = request.app[READINESS].problem()
+    if problem is None:
+        return web.json_response({"ready": True})
+    return web.json_response({"ready": False, "reason": problem}, status=503)
+
+
+def refuse_while_draining(
+    readiness: Readiness,
+) -> Middleware:
+    """Middleware: while the node drains, a new WebSocket gets 503 instead of a socket that
+    would be closed with 4200 a moment later."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if readiness.draining and request.headers.get("Upgrade", "").lower() == "websocket":
+            raise web.HTTPServiceUnavailable(text="shutting down")
+        return await handler(request)
+
+    return middleware
+
+
+# --- reload --------------------------------------------------------------------------------
+
+
+def _close(states: Iterable[AppState], reason: str) -> int:
+    count = 0
+    for state in states:
+        for conn in list(state.connections.values()):
+            if not conn.closed:
+                conn.send(messages.error(ErrorCode.APP_DISABLED, reason))
+                conn.close(ErrorCode.APP_DISABLED, reason)
+                count += 1
+    return count
+
+
+def reload_apps(app: web.Application, apps: tuple[AppConfig, ...]) -> dict[str, list[str]]:
+    """Swap the served apps without dropping the sockets of apps that stay.
+
+    Returns the app ids ``added``, ``removed`` and ``changed`` (for the log line).
+    """
+    registry = app[HUB].registry
+    before = {i: s.app for i, s in registry.apps.items()}
+    removed = registry.reload(apps)
+    closed = _close(removed, "Application removed")
+    disabled = [s for s in registry.apps.values() if not s.app.enabled]
+    closed += _close(disabled, "Application disabled")
+    for state in registry.apps.values():
+        for conn in state.connections.values():
+            if conn.app is not state.app:
+                conn.app = state.app
+                conn.session.app = state.app
+                # Re-derive what the session computed from its app (the client-event limiter).
+                conn.session.__post_init__()
+    logs.SECRETS.set(
+        {a.secret.reveal() for a in apps}
+        | {a.secret.reveal() for a in before.values()}
+        | set(logs.SECRETS.secrets)
+    )
+    result = {
+        "added": sorted(a.id for a in apps if a.id not in before),
+        "removed": sorted(i for i in before if i not in registry.apps),
+        "changed": sorted(a.id for a in apps if a.id in before and before[a.id] != a),
+    }
+    log.info(
+        "reloaded apps: added=%s removed=%s changed=%s, %d sockets closed with 4003",
+        result["added"],
+        result["removed"],
+        result["changed"],
+        closed,
+    )
+    return result
+
+
+# --- the process ---------------------------------------------------------------------------
+
+
+class PidFile:
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+
+    def __enter__(self) -> PidFile:
+        if self.path is not None:
+            self.path.write_text(f"{os.getpid()}\n")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                if self.path.read_text().strip() == str(os.getpid()):
+                    self.path.unlink()
+
+
+async def serve(
+    app: web.Application,
+    config: ServerConfig,
+    sock: socket.socket,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    metrics_app: web.Application | None = None,
+    metrics_sock: socket.socket | None = None,
+    loader: Callable[[], ServerConfig] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT, then stop gracefully (see the module docstring)."""
+    readiness = app[READINESS]
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_grace
+    )
+    await runner.setup()
+    await web.SockSite(runner, sock, backlog=4096, ssl_context=ssl_context).start()
+    metrics_runner = None
+    if metrics_app is not None and metrics_sock is not None:
+        metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
+        await metrics_runner.setup()
+        await web.SockSite(metrics_runner, metrics_sock, ssl_context=ssl_context).start()
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def on_stop(name: str) -> None:
+        if stopping.is_set():
+            log.warning("%s again: exiting now", name)
+            logging.shutdown()
+            os._exit(0)
+        log.info("%s: draining (grace %.1fs)", name, config.shutdown_grace)
+        readiness.draining = True
+        stopping.set()
+
+    def on_reload() -> None:
+        if loader is None:
+            return
+        try:
+            new = loader()
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        if new.generated_app:
+            log.error("reload found no app configured, keeping the running apps")
+            return
+        reload_apps(app, new.apps)
+        if ssl_context is not None and config.tls_cert and config.tls_key:
+            try:
+                ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                log.error("reload could not re-read the TLS certificate: %s", exc)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+
+    await stopping.wait()
+    try:
+        async with asyncio.timeout(config.shutdown_grace + 1.0):
+            await runner.cleanup()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
+    except TimeoutError:
+        log.warning("grace period of %.1fs over, exiting", config.shutdown_grace)
+    log.info("stopped")
+    return 0
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def install(app: web.Application, outbox: Outbox) -> None:
+    """Add readiness, metrics and the proxy/drain middlewares to an app from ``create_app``."""
+    config = app[CONFIG]
+    hub = app[HUB]
+    readiness = Readiness()
+    app[READINESS] = readiness
+    app[METRICS] = Metrics(hub, outbox, readiness, config)
+    app.router.add_get(f"{config.path}/ready", ready)
+    if config.metrics_port is None:
+        app.router.add_get(f"{config.path}/metrics", app[METRICS].handle)
+    outer: list[Middleware] = [http_metrics(hub, config.path)]
+    if config.trusted_proxies:
+        outer.append(forwarded_for(config.trusted_proxies))
+    outer.append(refuse_while_draining(readiness))
+    for i, middleware in enumerate(outer):
+        app.middlewares.insert(i, middleware)
+    WIRE.debug = config.debug
+
+
+def metrics_app(main: web.Application) -> web.Application:
+    """The app served on ``--metrics-port``: ``/metrics`` and ``/ready`` only."""
+    app = web.Application()
+    app[READINESS] = main[READINESS]
+    app.router.add_get("/metrics", main[METRICS].handle)
+    app.router.add_get("/ready", ready)
+    return app

@@ -1,0 +1,396 @@
+"""Prometheus metrics at ``/metrics``, cheap on the hot path.
+
+The hot path only bumps plain integers (``WIRE``: one dict increment per socket read, per
+socket write, per broadcast call, never per subscriber of a broadcast). Everything that is
+state rather than an event (connections, channels and subscriptions by type, signed-in users,
+webhook outcomes, slow consumers dropped, readiness) is read from the hub when Prometheus
+scrapes, by ``HubCollector``. ``prometheus-client`` only renders the text format.
+
+Labels: ``app`` is the app id (the only per-app label; never a key, secret or user id),
+``type`` a channel type, ``code`` a WebSocket close code, ``endpoint`` an HTTP API route
+pattern (``/apps/{app_id}/events``), ``status`` an HTTP status.
+
+Other components add their own series with ``app[METRICS].registry.register(collector)``
+(the Redis adapter's state and publish latency belong there).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from reverbpy import __version__, logs
+from reverbpy.protocol import messages
+from reverbpy.protocol.channels import ChannelType
+from reverbpy.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from aiohttp.http_websocket import WSMessage
+
+    from reverbpy.config import ServerConfig
+    from reverbpy.connection import Connection
+    from reverbpy.dispatch import Outbox
+    from reverbpy.hub import Hub
+    from reverbpy.lifecycle import Readiness
+
+log = logging.getLogger("reverbpy.frames")
+
+FANOUT_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CLIENT_RATE_LIMITED = messages.error(
+    ErrorCode.RATE_LIMITED, "Client event rejected due to rate limit"
+)
+
+
+class Histogram:
+    """A lock-free histogram for one event loop: ``observe`` is a bisect and two additions."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+        return out
+
+
+class Wire:
+    """Event counters bumped by the socket layer and the HTTP middleware.
+
+    With ``debug`` set, every frame in and out is also logged (masked, see ``logs``).
+    """
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "connections",
+        "debug",
+        "disconnections",
+        "fanout",
+        "http_latency",
+        "http_requests",
+        "messages_in",
+        "messages_out",
+        "rate_limited",
+    )
+
+    def __init__(self) -> None:
+        self.debug = False
+        self.connections: defaultdict[str, int] = defaultdict(int)
+        self.disconnections: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.messages_in: defaultdict[str, int] = defaultdict(int)
+        self.bytes_in: defaultdict[str, int] = defaultdict(int)
+        self.messages_out: defaultdict[str, int] = defaultdict(int)
+        self.bytes_out: defaultdict[str, int] = defaultdict(int)
+        self.rate_limited: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.http_requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.http_latency: defaultdict[str, Histogram] = defaultdict(
+            lambda: Histogram(LATENCY_BUCKETS)
+        )
+        self.fanout = Histogram(FANOUT_BUCKETS)
+
+    # --- WebSocket side (websocket.py, connection.py, dispatch.py) ------------------------
+
+    def connected(self, conn: Connection, request: web.Request) -> None:
+        self.connections[conn.app.id] += 1
+        if self.debug:
+            extra = {"app_id": conn.app.id, "socket_id": conn.socket_id, "remote": request.remote}
+            log.debug("connected", extra=extra)
+
+    def disconnected(self, conn: Connection, code: int | None) -> None:
+        self.disconnections[conn.app.id, str(code if code is not None else 1006)] += 1
+        if self.debug:
+            log.debug(
+                "closed", extra={"app_id": conn.app.id, "socket_id": conn.socket_id, "code": code}
+            )
+
+    def received(self, conn: Connection, msg: WSMessage) -> None:
+        data = msg.data
+        if msg.type is WSMsgType.TEXT:
+            size = len(data.encode())
+        elif isinstance(data, bytes):
+            size = len(data)
+        else:
+            return
+        app_id = conn.app.id
+        self.messages_in[app_id] += 1
+        self.bytes_in[app_id] += size
+        if self.debug:
+            extra = {"app_id": app_id, "socket_id": conn.socket_id}
+            log.debug("in  %s", logs.mask_frame(data), extra=extra)
+
+    def replied(self, conn: Connection, frame: bytes) -> None:
+        if frame == CLIENT_RATE_LIMITED:
+            self.rate_limited[conn.app.id, "client_event"] += 1
+
+    def sent(self, conn: Connection, frames: list[bytes]) -> None:
+        """One ``transport.write`` of queued frames (called from ``Connection.flush``)."""
+        app_id = conn.app.id
+        self.messages_out[app_id] += len(frames)
+        self.bytes_out[app_id] += sum(map(len, frames))
+        if self.debug:
+            extra = {"app_id": app_id, "socket_id": conn.socket_id}
+            for frame in frames:
+                log.debug("out %s", logs.mask_frame(logs.frame_payload(frame)), extra=extra)
+
+    def broadcast(self, recipients: int) -> None:
+        self.fanout.observe(recipients)
+
+    # --- HTTP API -------------------------------------------------------------------------
+
+    def http(self, endpoint: str, app_id: str, status: int, seconds: float) -> None:
+        self.http_requests[endpoint, app_id, str(status)] += 1
+        self.http_latency[endpoint].observe(seconds)
+        if status == 429:
+            self.rate_limited[app_id, "http_api"] += 1
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+WIRE = Wire()
+"""The process's counters. Module-level so the socket layer pays one attribute lookup."""
+
+
+def _counter(
+    name: str, doc: str, labels: Sequence[str], values: Iterable[tuple[object, int]]
+) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=list(labels))
+    for key, value in values:
+        family.add_metric(list(key) if isinstance(key, tuple) else [str(key)], value)
+    return family
+
+
+def _histogram(
+    name: str, doc: str, labels: Sequence[str], items: Iterable[tuple[Sequence[str], Histogram]]
+) -> Metric:
+    family = HistogramMetricFamily(name, doc, labels=list(labels))
+    for label_values, h in items:
+        family.add_metric(list(label_values), h.buckets(), h.sum)
+    return family
+
+
+class HubCollector(Collector):
+    """Reads the hub's state and ``WIRE`` at scrape time."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        outbox: Outbox,
+        readiness: Readiness,
+        config: ServerConfig,
+        wire: Wire = WIRE,
+    ) -> None:
+        self.hub = hub
+        self.outbox = outbox
+        self.readiness = readiness
+        self.config = config
+        self.wire = wire
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._state()
+        yield from self._events()
+
+    def _state(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "reverbpy_info", "Build and run-time information", labels=["version", "adapter"]
+        )
+        info.add_metric([__version__, adapter_name(self.config)], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "reverbpy_ready",
+            "1 when /ready answers 200",
+            value=0 if self.readiness.problem() else 1,
+        )
+        connections = GaugeMetricFamily(
+            "reverbpy_connections", "Open WebSocket connections", labels=["app"]
+        )
+        users = GaugeMetricFamily(
+            "reverbpy_users", "Signed-in users (pusher:signin)", labels=["app"]
+        )
+        channels = GaugeMetricFamily(
+            "reverbpy_channels", "Occupied channels", labels=["app", "type"]
+        )
+        subs = GaugeMetricFamily(
+            "reverbpy_subscriptions", "Channel subscriptions", labels=["app", "type"]
+        )
+        for app_id, state in list(self.hub.registry.apps.items()):
+            connections.add_metric([app_id], len(state.connections))
+            users.add_metric([app_id], len(state.users))
+            n_channels = dict.fromkeys(ChannelType, 0)
+            n_subs = dict.fromkeys(ChannelType, 0)
+            for channel in list(state.channels.values()):
+                n_channels[channel.kind.type] += 1
+                n_subs[channel.kind.type] += len(channel.subscribers)
+            for kind in ChannelType:
+                channels.add_metric([app_id, kind.value], n_channels[kind])
+                subs.add_metric([app_id, kind.value], n_subs[kind])
+        yield connections
+        yield users
+        yield channels
+        yield subs
+        webhooks = CounterMetricFamily(
+            "reverbpy_webhook_events", "Webhook events by outcome", labels=["outcome"]
+        )
+        for outcome in ("delivered", "failed", "dropped", "retried"):
+            value = getattr(self.hub.webhooks, outcome, None)
+            if isinstance(value, int):
+                webhooks.add_metric([outcome], value)
+        yield webhooks
+        yield CounterMetricFamily(
+            "reverbpy_slow_consumers_dropped",
+            "Sockets dropped because their write buffer overflowed",
+            value=self.outbox.slow_consumers,
+        )
+
+    def _events(self) -> Iterator[Metric]:
+        w = self.wire
+        yield _counter(
+            "reverbpy_connections_opened",
+            "WebSocket connections accepted",
+            ["app"],
+            w.connections.items(),
+        )
+        yield _counter(
+            "reverbpy_connections_closed",
+            "WebSocket connections closed, by close code",
+            ["app", "code"],
+            w.disconnections.items(),
+        )
+        yield _counter(
+            "reverbpy_messages_received",
+            "WebSocket messages received",
+            ["app"],
+            w.messages_in.items(),
+        )
+        yield _counter(
+            "reverbpy_received_bytes",
+            "WebSocket payload bytes received",
+            ["app"],
+            w.bytes_in.items(),
+        )
+        yield _counter(
+            "reverbpy_messages_sent", "WebSocket messages sent", ["app"], w.messages_out.items()
+        )
+        yield _counter(
+            "reverbpy_sent_bytes",
+            "Bytes written to WebSockets, framing included",
+            ["app"],
+            w.bytes_out.items(),
+        )
+        yield _counter(
+            "reverbpy_rate_limited",
+            "Requests refused by a rate limit",
+            ["app", "kind"],
+            w.rate_limited.items(),
+        )
+        yield _counter(
+            "reverbpy_http_requests",
+            "HTTP API requests",
+            ["endpoint", "app", "status"],
+            w.http_requests.items(),
+        )
+        yield _histogram(
+            "reverbpy_http_request_duration_seconds",
+            "HTTP API request latency",
+            ["endpoint"],
+            (((e,), h) for e, h in w.http_latency.items()),
+        )
+        yield _histogram(
+            "reverbpy_broadcast_fanout", "Sockets reached per broadcast", [], [((), w.fanout)]
+        )
+
+
+def adapter_name(config: ServerConfig) -> str:
+    scaling = getattr(config, "scaling", None)
+    return str(getattr(scaling, "adapter", None) or getattr(config, "adapter", "memory"))
+
+
+class Metrics:
+    """The Prometheus registry of one server and the ``/metrics`` handler."""
+
+    def __init__(
+        self, hub: Hub, outbox: Outbox, readiness: Readiness, config: ServerConfig
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(HubCollector(hub, outbox, readiness, config))
+        ProcessCollector(registry=self.registry)
+        self._token = config.metrics_token.reveal().encode() if config.metrics_token else None
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self._token is not None:
+            given = request.headers.get("Authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._token):
+                return web.Response(
+                    status=401,
+                    text="metrics need a bearer token\n",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def http_metrics(hub: Hub, prefix: str) -> Middleware:
+    """Outermost middleware: counts HTTP API requests by route pattern, app and final status."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        endpoint = resource.canonical if resource is not None else ""
+        if "/apps/" not in endpoint:
+            return await handler(request)
+        app_id = request.match_info.get("app_id", "")
+        if hub.registry.by_id(app_id) is None:
+            app_id = "unknown"  # never let a client invent label values
+        if prefix and endpoint.startswith(prefix):
+            endpoint = endpoint[len(prefix) :]
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            WIRE.http(endpoint, app_id, status, time.perf_counter() - start)
+
+    return middleware
