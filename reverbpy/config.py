@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -172,6 +173,21 @@ class AppConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ScalingConfig:
+    """How nodes share traffic (Reverb's ``scaling`` block, on Laravel's variable names)."""
+
+    adapter: Literal["memory", "redis"] = "memory"
+    channel: str = "reverb"
+    """Pub/sub channel name (REVERB_SCALING_CHANNEL), under ``prefix``."""
+    prefix: str = "reverbpy"
+    """Every Redis key and channel starts with this, so deployments can share a Redis."""
+    redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
+    """May carry a password, hence a Secret."""
+    node_timeout: float = 15.0
+    """Seconds without a heartbeat after which a node's members and counts are removed."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
@@ -198,6 +214,8 @@ class ServerConfig:
     apps: tuple[AppConfig, ...] = field(default_factory=tuple)
     generated_app: bool = False
     """True when no app was configured and a development app was made up."""
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    workers: int = 1
 
 
 class _Settings(BaseSettings):
@@ -220,6 +238,10 @@ class _Settings(BaseSettings):
     log_format: LogFormat = "text"
     shutdown_grace: float = Field(10.0, ge=0)
     trusted_proxies: str = ""
+    scaling_enabled: bool = False
+    scaling_channel: str = "reverb"
+    scaling_prefix: str = "reverbpy"
+    scaling_node_timeout: float = Field(15.0, gt=0)
 
     app_id: str | None = None
     app_key: str | None = None
@@ -248,6 +270,29 @@ class _Settings(BaseSettings):
     def _normalise_path(cls, value: str) -> str:
         value = value.strip().strip("/")
         return f"/{value}" if value else ""
+
+
+class _RedisSettings(BaseSettings):
+    """Laravel's own Redis variables (no REVERB_ prefix)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REDIS_", extra="ignore", env_ignore_empty=True, case_sensitive=False
+    )
+
+    url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(6379, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    db: int = Field(0, ge=0)
+
+    def to_url(self) -> str:
+        if self.url:
+            return self.url
+        auth = ""
+        if self.password:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
 
 
 _APP_FIELDS = {f.name for f in fields(AppConfig)}
@@ -390,7 +435,32 @@ def load_config(
         apps = [a for a in apps if a.id != env_app.id] + [env_app]
     _check_unique(apps)
 
+    try:
+        if environ is None:
+            redis = _RedisSettings(_env_file=env_path)  # type: ignore[call-arg]
+        else:
+            redis = _RedisSettings.model_validate(
+                {
+                    k[len("REDIS_") :].lower(): v
+                    for k, v in environ.items()
+                    if k.startswith("REDIS_") and v != ""
+                }
+            )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(
+            f"REDIS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+        ) from None
+    scaling = ScalingConfig(
+        adapter="redis" if settings.scaling_enabled else "memory",
+        channel=settings.scaling_channel,
+        prefix=settings.scaling_prefix,
+        redis_url=Secret(redis.to_url()),
+        node_timeout=settings.scaling_node_timeout,
+    )
+
     config = ServerConfig(
+        scaling=scaling,
         host=settings.server_host,
         port=settings.server_port,
         path=settings.server_path,

@@ -1,9 +1,10 @@
 """Channel operations of one node: joining, leaving, publishing, terminating.
 
 Both the WebSocket side and the HTTP API come through here, so the rules that tie state to
-outbound events hold whoever asks: ``member_added`` only on a user's first socket, the sender
-excluded from its own client event, the cache replayed right after ``subscription_succeeded``,
-webhooks on occupancy changes. All fan-out goes through ``dispatch.broadcast``.
+outbound events hold whoever asks: ``member_added`` only on a user's first socket (in the
+whole cluster), the sender excluded from its own client event, the cache replayed right after
+``subscription_succeeded``, webhooks on occupancy changes. All fan-out goes through
+``dispatch.broadcast``; what other nodes must see goes to the adapter as one envelope.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from reverbpy.dispatch import broadcast
 from reverbpy.protocol import messages
 from reverbpy.protocol.channels import channel_kind
 from reverbpy.protocol.errors import ErrorCode
-from reverbpy.protocol.presence import Member
-from reverbpy.registry import AppState, CachedEvent, Channel, Registry
+from reverbpy.protocol.presence import Member, snapshot
+from reverbpy.registry import AppState, CachedEvent, Channel, Registry, presence_full
+from reverbpy.scaling.base import Adapter, Envelope, PresenceFull
+from reverbpy.scaling.memory import MemoryAdapter
 from reverbpy.webhooks import Webhooks
 
 log = logging.getLogger("reverbpy.hub")
@@ -30,9 +33,14 @@ SUBSCRIPTION_COUNT_THROTTLE = 5.0
 
 
 class Hub:
-    def __init__(self, registry: Registry, webhooks: Webhooks | None = None) -> None:
+    def __init__(
+        self, registry: Registry, webhooks: Webhooks | None = None, adapter: Adapter | None = None
+    ) -> None:
         self.registry = registry
         self.webhooks = webhooks or Webhooks()
+        self.adapter: Adapter = adapter or MemoryAdapter()
+        self.node_id = ""
+        """Set by a clustering adapter; envelopes from this node are not delivered twice."""
 
     def _hook(self, state: AppState, event: dict[str, Any]) -> None:
         if state.app.webhooks:
@@ -40,20 +48,47 @@ class Hub:
 
     # --- WebSocket side -------------------------------------------------------------------
 
-    def join(self, state: AppState, conn: Connection, name: str, member: Member | None) -> None:
-        """Subscribe; raises ``SubscriptionError`` when a channel limit refuses the socket."""
+    async def join(
+        self, state: AppState, conn: Connection, name: str, member: Member | None
+    ) -> None:
+        """Subscribe; raises ``SubscriptionError`` when a channel limit refuses the socket.
+
+        The cluster is asked first and the socket is added to the local channel last, so no
+        channel event can reach the client before its ``subscription_succeeded``.
+        """
+        cluster = None
+        if member is not None:
+            try:
+                cluster = await self.adapter.presence_join(state, name, conn.socket_id, member)
+            except PresenceFull:
+                raise presence_full(state.app, name) from None
+        if conn.closed:
+            if cluster is not None and member is not None:
+                await self.adapter.presence_leave(state, name, conn.socket_id, member)
+            return
         occupied_before = name in state.channels
-        channel, first = state.subscribe(conn, name, member)
-        presence = channel.presence.snapshot() if channel.presence is not None else None
-        conn.send(messages.subscription_succeeded(name, presence))
-        if not occupied_before:
-            self._hook(state, {"name": "channel_occupied", "channel": name})
+        channel, first = state.subscribe(conn, name, member, check_cap=cluster is None)
+        members = None
+        if channel.presence is not None:
+            members = cluster.members if cluster is not None else channel.presence.members()
+            first = cluster.first if cluster is not None else first
+        conn.send(
+            messages.subscription_succeeded(
+                name, snapshot(members) if members is not None else None
+            )
+        )
         if first and member is not None:
-            others = (c for c in channel.subscribers.values() if c is not conn)
-            broadcast(others, messages.member_added(name, member.user_id, member.user_info))
+            payload = messages.member_added(name, member.user_id, member.user_info)
+            broadcast((c for c in channel.subscribers.values() if c is not conn), payload)
+            self._publish(
+                state, {"t": "member_added", "c": name, "u": member.user_id, "i": member.user_info}
+            )
             self._hook(state, {"name": "member_added", "channel": name, "user_id": member.key})
         if channel.kind.cache:
             self._replay_cache(state, conn, name)
+        cluster_count = await self.adapter.subscriptions_changed(state, name, +1)
+        if cluster_count == 1 if cluster_count is not None else not occupied_before:
+            self._hook(state, {"name": "channel_occupied", "channel": name})
         self._subscription_count_changed(state, channel)
 
     def _replay_cache(self, state: AppState, conn: Connection, name: str) -> None:
@@ -66,17 +101,30 @@ class Hub:
             state.cache_miss_reported.add(name)
             self._hook(state, {"name": "cache_miss", "channel": name})
 
-    def leave(self, state: AppState, conn: Connection, name: str, member: Member | None) -> None:
+    async def leave(
+        self, state: AppState, conn: Connection, name: str, member: Member | None
+    ) -> None:
         channel, last = state.unsubscribe(conn, name, member)
         if channel is None:
             return
+        if member is not None:
+            cluster_last = await self.adapter.presence_leave(state, name, conn.socket_id, member)
+            if cluster_last is not None:
+                last = cluster_last
         if last and member is not None:
-            broadcast(channel.subscribers.values(), messages.member_removed(name, member.user_id))
-            self._hook(state, {"name": "member_removed", "channel": name, "user_id": member.key})
-        if not channel.subscribers:
+            self._member_removed(state, channel, member.user_id)
+            self._publish(state, {"t": "member_removed", "c": name, "u": member.user_id})
+        cluster_count = await self.adapter.subscriptions_changed(state, name, -1)
+        if cluster_count == 0 if cluster_count is not None else not channel.subscribers:
             self._hook(state, {"name": "channel_vacated", "channel": name})
-        else:
+        if channel.subscribers:
             self._subscription_count_changed(state, channel)
+
+    def _member_removed(self, state: AppState, channel: Channel, user_id: Any) -> None:
+        broadcast(channel.subscribers.values(), messages.member_removed(channel.name, user_id))
+        self._hook(
+            state, {"name": "member_removed", "channel": channel.name, "user_id": str(user_id)}
+        )
 
     def _subscription_count_changed(self, state: AppState, channel: Channel) -> None:
         if channel.presence is not None or (
@@ -102,11 +150,11 @@ class Hub:
     def whisper(
         self, state: AppState, conn: Connection, name: str, event: str, data: Any, user_id: Any
     ) -> None:
-        channel = state.channels.get(name)
-        if channel is None:
-            return
-        payload = messages.channel_event(event, name, data, user_id)
-        broadcast(channel.subscribers.values(), payload, except_socket_id=conn.socket_id)
+        self._deliver_client_event(state, name, event, data, user_id, conn.socket_id)
+        self._publish(
+            state,
+            {"t": "client", "c": name, "e": event, "d": data, "u": user_id, "x": conn.socket_id},
+        )
         if state.app.webhooks:
             hook: dict[str, Any] = {
                 "name": "client_event",
@@ -119,19 +167,30 @@ class Hub:
                 hook["user_id"] = str(user_id)
             self._hook(state, hook)
 
+    def _deliver_client_event(
+        self, state: AppState, name: str, event: str, data: Any, user_id: Any, sender: str
+    ) -> None:
+        channel = state.channels.get(name)
+        if channel is not None:
+            payload = messages.channel_event(event, name, data, user_id)
+            broadcast(channel.subscribers.values(), payload, except_socket_id=sender)
+
     def connect(self, state: AppState, conn: Connection) -> None:
         state.connections[conn.socket_id] = conn
+        self.adapter.connections_changed(state, +1)
 
-    def disconnect(self, state: AppState, conn: Connection) -> None:
+    async def disconnect(self, state: AppState, conn: Connection) -> None:
         """Forget a closed socket: leave every channel (presence members leave too)."""
         if state.connections.pop(conn.socket_id, None) is None:
             return
+        self.adapter.connections_changed(state, -1)
         session = conn.session
-        for name, member in list(session.subscriptions.items()):
-            self.leave(state, conn, name, member)
+        subscriptions = list(session.subscriptions.items())
         session.subscriptions.clear()
         if session.user is not None:
             self.sign_out(state, conn, session.user.id)
+        for name, member in subscriptions:
+            await self.leave(state, conn, name, member)
 
     # --- users (pusher:signin) -------------------------------------------------------------
 
@@ -158,6 +217,10 @@ class Hub:
             )
 
     def terminate_user(self, state: AppState, user_id: str) -> int:
+        self._publish(state, {"t": "terminate", "u": user_id})
+        return self._terminate_local(state, user_id)
+
+    def _terminate_local(self, state: AppState, user_id: str) -> int:
         sockets = list(state.users.get(user_id, ()))
         for conn in sockets:
             conn.send(messages.error(ErrorCode.UNAUTHORIZED, "You got disconnected by the app."))
@@ -169,12 +232,25 @@ class Hub:
     def trigger(
         self,
         state: AppState,
-        channels: Iterable[str],
+        channels: list[str],
         event: str,
         data: Any,
         except_socket_id: str | None = None,
     ) -> int:
-        """Publish an event to channels; returns the number of frames queued."""
+        """Publish an event to channels here and on every other node; returns local frames queued."""
+        self._publish(
+            state, {"t": "event", "c": channels, "e": event, "d": data, "x": except_socket_id}
+        )
+        return self._deliver_event(state, channels, event, data, except_socket_id)
+
+    def _deliver_event(
+        self,
+        state: AppState,
+        channels: Iterable[str],
+        event: str,
+        data: Any,
+        except_socket_id: str | None,
+    ) -> int:
         sent = 0
         now = time.monotonic()
         for name in channels:
@@ -183,13 +259,100 @@ class Hub:
             if channel is not None:
                 payload = messages.channel_event(event, name, data)
                 sent += broadcast(channel.subscribers.values(), payload, except_socket_id)
-            if (channel is not None and channel.kind.cache) or (
-                channel is None and channel_kind(name).cache
-            ):
+            if channel.kind.cache if channel is not None else channel_kind(name).cache:
                 payload = payload or messages.channel_event(event, name, data)
                 state.cache[name] = CachedEvent(payload, data, event, now + state.app.cache_ttl)
                 state.cache_miss_reported.discard(name)
         return sent
+
+    # --- the cluster ----------------------------------------------------------------------
+
+    def _publish(self, state: AppState, envelope: Envelope) -> None:
+        if self.node_id:
+            envelope["a"] = state.app.id
+            envelope["n"] = self.node_id
+            self.adapter.publish(envelope)
+
+    def receive(self, envelope: Envelope) -> None:
+        """An envelope from another node: deliver to the sockets of this node only."""
+        if envelope.get("n") == self.node_id:
+            return
+        state = self.registry.by_id(str(envelope.get("a")))
+        if state is None:
+            return
+        match envelope.get("t"):
+            case "event":
+                self._deliver_event(
+                    state, envelope["c"], envelope["e"], envelope["d"], envelope.get("x")
+                )
+            case "client":
+                self._deliver_client_event(
+                    state,
+                    envelope["c"],
+                    envelope["e"],
+                    envelope["d"],
+                    envelope.get("u"),
+                    envelope["x"],
+                )
+            case "member_added":
+                channel = state.channels.get(envelope["c"])
+                if channel is not None:
+                    broadcast(
+                        channel.subscribers.values(),
+                        messages.member_added(channel.name, envelope["u"], envelope.get("i")),
+                    )
+            case "member_removed":
+                channel = state.channels.get(envelope["c"])
+                if channel is not None:
+                    broadcast(
+                        channel.subscribers.values(),
+                        messages.member_removed(channel.name, envelope["u"]),
+                    )
+            case "terminate":
+                self._terminate_local(state, str(envelope["u"]))
+
+    def member_gone(self, app_id: str, channel_name: str, user_id: Any) -> None:
+        """A dead node's member left the cluster (found by the adapter): tell everyone once."""
+        state = self.registry.by_id(app_id)
+        if state is None:
+            return
+        channel = state.channels.get(channel_name)
+        if channel is not None:
+            broadcast(channel.subscribers.values(), messages.member_removed(channel_name, user_id))
+        self._hook(
+            state, {"name": "member_removed", "channel": channel_name, "user_id": str(user_id)}
+        )
+        self._publish(state, {"t": "member_removed", "c": channel_name, "u": user_id})
+
+    def channel_gone(self, app_id: str, channel_name: str) -> None:
+        state = self.registry.by_id(app_id)
+        if state is not None:
+            self._hook(state, {"name": "channel_vacated", "channel": channel_name})
+
+    # --- HTTP API queries (cluster-wide through the adapter) -------------------------------
+
+    async def channel_counts(self, state: AppState) -> dict[str, int]:
+        counts = await self.adapter.channel_counts(state)
+        if counts is None:
+            counts = {
+                name: ch.subscription_count for name, ch in state.channels.items() if ch.subscribers
+            }
+        return counts
+
+    async def presence_members(self, state: AppState, name: str) -> list[Member]:
+        members = await self.adapter.presence_members(state, name)
+        if members is None:
+            channel = state.channels.get(name)
+            members = (
+                channel.presence.members()
+                if channel is not None and channel.presence is not None
+                else []
+            )
+        return members
+
+    async def connection_count(self, state: AppState) -> int:
+        count = await self.adapter.connection_count(state)
+        return len(state.connections) if count is None else count
 
     def shutdown(self, reason: str = "Server shutting down") -> int:
         """Tell every client to reconnect (4200: pusher-js retries at once, ideally elsewhere)."""

@@ -41,6 +41,15 @@ class Channel:
         return f"Channel({self.name!r}, subscribers={len(self.subscribers)})"
 
 
+def presence_full(app: AppConfig, channel: str) -> SubscriptionError:
+    return SubscriptionError(
+        channel,
+        f"Presence channel is full ({app.max_presence_members} members)",
+        status=403,
+        kind="LimitReached",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CachedEvent:
     """The last API event of a cache channel, as subscribers receive it."""
@@ -72,25 +81,26 @@ class AppState:
         self.backend_events = PerSecond(self.app.backend_event_rate)
         self.read_requests = PerSecond(self.app.read_request_rate)
 
-    def subscribe(self, conn: Connection, name: str, member: Member | None) -> tuple[Channel, bool]:
-        """Add ``conn`` to the channel; returns it and whether ``member`` is new to it."""
+    def subscribe(
+        self, conn: Connection, name: str, member: Member | None, *, check_cap: bool = True
+    ) -> tuple[Channel, bool]:
+        """Add ``conn`` to the channel; returns it and whether ``member`` is new to it here.
+
+        ``check_cap=False`` when the cluster already enforced the presence member cap.
+        """
         channel = self.channels.get(name)
         if channel is None:
             channel = self.channels[name] = Channel(name)
         first = False
         if channel.presence is not None and member is not None:
             if (
-                not channel.presence.has_user(member.key)
+                check_cap
+                and not channel.presence.has_user(member.key)
                 and channel.presence.count >= self.app.max_presence_members
             ):
                 if not channel.subscribers:
                     del self.channels[name]
-                raise SubscriptionError(
-                    name,
-                    f"Presence channel is full ({self.app.max_presence_members} members)",
-                    status=403,
-                    kind="LimitReached",
-                )
+                raise presence_full(self.app, name)
             first = channel.presence.add(conn.socket_id, member)
         channel.subscribers[conn.socket_id] = conn
         return channel, first

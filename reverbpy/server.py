@@ -16,6 +16,7 @@ from reverbpy.http_api.routes import routes
 from reverbpy.hub import Hub
 from reverbpy.lifecycle import install as install_operations
 from reverbpy.registry import Registry
+from reverbpy.scaling import create_adapter
 from reverbpy.webhooks import Webhooks
 from reverbpy.websocket import WebSocketHandler
 
@@ -62,12 +63,20 @@ async def _webhooks(app: web.Application) -> AsyncIterator[None]:
     await webhooks.close(grace=app[CONFIG].shutdown_grace)
 
 
+async def _adapter(app: web.Application) -> AsyncIterator[None]:
+    """Join the cluster before serving; leave it (members removed at once) on the way out."""
+    hub = app[HUB]
+    await hub.adapter.start(hub)
+    yield
+    await hub.adapter.close()
+
+
 def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(
         middlewares=[json_errors, signed_api], client_max_size=config.max_request_size
     )
     webhooks = Webhooks()
-    hub = Hub(Registry(config.apps), webhooks)
+    hub = Hub(Registry(config.apps), webhooks, create_adapter(config))
     outbox = Outbox(config.max_write_buffer)
     app[CONFIG] = config
     app[HUB] = hub
@@ -75,6 +84,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app[WEBHOOKS] = webhooks
     app.add_routes(routes(config.path, WebSocketHandler(hub, outbox)))
     app.cleanup_ctx.append(_webhooks)
+    app.cleanup_ctx.append(_adapter)
     app.cleanup_ctx.append(_heartbeat)
     app.on_shutdown.append(_close_sockets)
     install_operations(app, outbox)  # /ready, /metrics, proxy and drain middlewares

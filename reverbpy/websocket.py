@@ -127,7 +127,7 @@ class WebSocketHandler:
         finally:
             conn.closed = True
             WIRE.disconnected(conn, ws.close_code)
-            self.hub.disconnect(state, conn)
+            await self.hub.disconnect(state, conn)
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, state: AppState, conn: Connection) -> None:
@@ -136,7 +136,7 @@ class WebSocketHandler:
             conn.touch(time.monotonic())
             WIRE.received(conn, msg)
             if msg.type is WSMsgType.TEXT:
-                self._execute(state, conn, session.receive(msg.data))
+                await self._execute(state, conn, session.receive(msg.data))
             elif msg.type is WSMsgType.PING:
                 conn.uses_control_frames = True
                 conn.flush()
@@ -144,13 +144,13 @@ class WebSocketHandler:
             elif msg.type is WSMsgType.PONG:
                 conn.uses_control_frames = True
             elif msg.type is WSMsgType.BINARY:
-                self._execute(
+                await self._execute(
                     state, conn, error_actions(invalid_message("Binary frames are not supported"))
                 )
             # After conn.close() the loop ends when the closing handshake does, so the
             # client receives our close code rather than aiohttp's default 1000.
 
-    def _execute(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
+    async def _execute(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
         hub = self.hub
         for action in actions:
             match action:
@@ -159,14 +159,14 @@ class WebSocketHandler:
                     WIRE.replied(conn, frame)
                 case Join(channel, member):
                     try:
-                        hub.join(state, conn, channel, member)
+                        await hub.join(state, conn, channel, member)
                     except SubscriptionError as exc:
                         conn.session.subscription_refused(channel)
                         conn.send(
                             messages.subscription_error(channel, exc.kind, exc.message, exc.status)
                         )
                 case Leave(channel, member):
-                    hub.leave(state, conn, channel, member)
+                    await hub.leave(state, conn, channel, member)
                 case Whisper(channel, event, data, user_id):
                     hub.whisper(state, conn, channel, event, data, user_id)
                 case SignIn(user_id, _info, watchlist):

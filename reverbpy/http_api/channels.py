@@ -25,15 +25,16 @@ async def channels(request: web.Request) -> web.Response:
     attrs = _info(request, frozenset({"user_count", "subscription_count"}))
     if "user_count" in attrs and not prefix.startswith("presence-"):
         raise ApiError(400, "info=user_count requires filter_by_prefix=presence-")
+    hub = request.app[HUB]
     result: dict[str, dict[str, int]] = {}
-    for name, channel in state.channels.items():
-        if not name.startswith(prefix) or not channel.subscribers:
+    for name, count in (await hub.channel_counts(state)).items():
+        if not name.startswith(prefix):
             continue
         info: dict[str, int] = {}
         if "user_count" in attrs:
-            info["user_count"] = channel.user_count
+            info["user_count"] = len({m.key for m in await hub.presence_members(state, name)})
         if "subscription_count" in attrs:
-            info["subscription_count"] = channel.subscription_count
+            info["subscription_count"] = count
         result[name] = info
     return json({"channels": result})
 
@@ -49,12 +50,13 @@ async def channel(request: web.Request) -> web.Response:
         raise ApiError(400, "info=user_count is only available for presence channels")
     if "cache" in attrs and not channel_kind(name).cache:
         raise ApiError(400, "info=cache is only available for cache channels")
-    ch = state.channels.get(name)
-    body: dict[str, object] = {"occupied": bool(ch and ch.subscribers)}
+    hub = request.app[HUB]
+    count = (await hub.channel_counts(state)).get(name, 0)
+    body: dict[str, object] = {"occupied": count > 0}
     if "user_count" in attrs:
-        body["user_count"] = ch.user_count if ch else 0
+        body["user_count"] = len({m.key for m in await hub.presence_members(state, name)})
     if "subscription_count" in attrs:
-        body["subscription_count"] = ch.subscription_count if ch else 0
+        body["subscription_count"] = count
     if "cache" in attrs:
         now = time.monotonic()
         cached = state.cached(name, now)
@@ -68,13 +70,12 @@ async def users(request: web.Request) -> web.Response:
     name = request.match_info["channel"]
     if not is_presence(name):
         raise ApiError(400, "Users can only be listed for presence channels")
-    ch = state.channels.get(name)
-    members = ch.presence.members() if ch is not None and ch.presence is not None else []
-    return json({"users": [{"id": m.key} for m in members]})
+    members = await request.app[HUB].presence_members(state, name)
+    return json({"users": [{"id": key} for key in dict.fromkeys(m.key for m in members)]})
 
 
 async def connections(request: web.Request) -> web.Response:
-    return json({"connections": len(request[APP_STATE].connections)})
+    return json({"connections": await request.app[HUB].connection_count(request[APP_STATE])})
 
 
 async def terminate_connections(request: web.Request) -> web.Response:
@@ -84,4 +85,9 @@ async def terminate_connections(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return json({"health": "OK"})
+    """Cheap and unauthenticated. A node cut off from Redis still serves its own clients, so it
+    stays 200 but says so (``/ready`` is the one that turns 503)."""
+    adapter = request.app[HUB].adapter
+    if adapter.healthy:
+        return json({"health": "OK"})
+    return json({"health": "DEGRADED", "adapter": adapter.name, "detail": "cluster link down"})

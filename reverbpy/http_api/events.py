@@ -99,13 +99,13 @@ class Event:
         return list(dict.fromkeys(channels))
 
 
-def _channel_info(state: AppState, name: str, attrs: frozenset[str]) -> dict[str, int]:
-    channel = state.channels.get(name)
+async def _channel_info(request: web.Request, name: str, attrs: frozenset[str]) -> dict[str, int]:
+    hub, state = request.app[HUB], request[APP_STATE]
     info: dict[str, int] = {}
     if "user_count" in attrs and is_presence(name):
-        info["user_count"] = channel.user_count if channel else 0
+        info["user_count"] = len({m.key for m in await hub.presence_members(state, name)})
     if "subscription_count" in attrs:
-        info["subscription_count"] = channel.subscription_count if channel else 0
+        info["subscription_count"] = (await hub.channel_counts(state)).get(name, 0)
     return info
 
 
@@ -127,7 +127,9 @@ async def trigger(request: web.Request) -> web.Response:
     _publish(request, event)
     if not event.info:
         return json({})
-    return json({"channels": {c: _channel_info(state, c, event.info) for c in event.channels}})
+    return json(
+        {"channels": {c: await _channel_info(request, c, event.info) for c in event.channels}}
+    )
 
 
 async def trigger_batch(request: web.Request) -> web.Response:
@@ -144,4 +146,4 @@ async def trigger_batch(request: web.Request) -> web.Response:
         _publish(request, event)
     if not any(e.info for e in events):
         return json({})
-    return json({"batch": [_channel_info(state, e.channels[0], e.info) for e in events]})
+    return json({"batch": [await _channel_info(request, e.channels[0], e.info) for e in events]})

@@ -7,6 +7,7 @@ A user with two tabs open is one member: ``member_added`` fires on their first s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,10 +60,14 @@ class PresenceState:
         return list(self._members.values())
 
     def snapshot(self) -> dict[str, Any]:
-        """The ``presence`` object of ``pusher_internal:subscription_succeeded``."""
-        members = self._members.values()
-        return {
-            "count": len(self._members),
-            "ids": [m.user_id for m in members],
-            "hash": {m.key: m.user_info for m in members},
-        }
+        return snapshot(self._members.values())
+
+
+def snapshot(members: Iterable[Member]) -> dict[str, Any]:
+    """The ``presence`` object of ``pusher_internal:subscription_succeeded``: unique users."""
+    unique = {m.key: m for m in members}
+    return {
+        "count": len(unique),
+        "ids": [m.user_id for m in unique.values()],
+        "hash": {k: m.user_info for k, m in unique.items()},
+    }

@@ -1,0 +1,76 @@
+"""The adapter seam between one node's hub and the rest of the cluster.
+
+The hub always keeps its own sockets' state; an adapter adds what only the cluster knows:
+presence members on other nodes, subscription and connection counts, and the relay of
+events to other nodes. Methods that return ``None`` mean "this node's state is the whole
+truth", which is what the in-memory adapter answers, so a single node pays nothing for the seam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from reverbpy.protocol.presence import Member
+
+if TYPE_CHECKING:
+    from reverbpy.hub import Hub
+    from reverbpy.registry import AppState
+
+Envelope = dict[str, Any]
+"""A message to the other nodes: ``{"t": kind, "n": origin node, "a": app id, ...}``.
+
+Kinds: ``event`` (API trigger: ``c`` channels, ``e`` event, ``d`` data, ``x`` excluded socket),
+``client`` (client event: ``c`` channel, ``e``, ``d``, ``u`` user id, ``x`` sender),
+``member_added`` / ``member_removed`` (``c``, ``u`` user id, ``i`` user info),
+``terminate`` (``u`` user id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceJoin:
+    """The cluster's answer to a presence subscription."""
+
+    first: bool
+    """This is the user's first socket in the whole cluster: ``member_added`` fires."""
+    members: list[Member]
+
+
+class PresenceFull(Exception):
+    """The presence channel already has the maximum number of members cluster-wide."""
+
+
+class Adapter(Protocol):
+    name: str
+
+    @property
+    def healthy(self) -> bool:
+        """False while the link to the other nodes is down (the node serves its own clients)."""
+
+    async def start(self, hub: Hub) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def publish(self, envelope: Envelope) -> None:
+        """Relay to the other nodes, in order, without waiting; this node has already delivered."""
+
+    async def presence_join(
+        self, state: AppState, channel: str, socket_id: str, member: Member
+    ) -> PresenceJoin | None:
+        """Record the member cluster-wide; raises ``PresenceFull``."""
+
+    async def presence_leave(
+        self, state: AppState, channel: str, socket_id: str, member: Member
+    ) -> bool | None:
+        """Forget the socket's membership; True when the user left the channel cluster-wide."""
+
+    async def subscriptions_changed(self, state: AppState, channel: str, delta: int) -> int | None:
+        """Apply a subscribe (+1) or unsubscribe (-1); returns the cluster-wide count after it."""
+
+    def connections_changed(self, state: AppState, delta: int) -> None: ...
+
+    async def connection_count(self, state: AppState) -> int | None: ...
+
+    async def channel_counts(self, state: AppState) -> dict[str, int] | None:
+        """Occupied channels and their subscription counts, cluster-wide."""
+
+    async def presence_members(self, state: AppState, channel: str) -> list[Member] | None: ...

@@ -1,0 +1,55 @@
+"""The default adapter: one node, whose own state is the whole truth."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reverbpy.config import ServerConfig
+from reverbpy.protocol.presence import Member
+from reverbpy.scaling.base import Envelope, PresenceJoin
+
+if TYPE_CHECKING:
+    from reverbpy.hub import Hub
+    from reverbpy.registry import AppState
+
+
+class MemoryAdapter:
+    name = "memory"
+    healthy = True
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        pass
+
+    async def start(self, hub: Hub) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def publish(self, envelope: Envelope) -> None:
+        pass
+
+    async def presence_join(
+        self, state: AppState, channel: str, socket_id: str, member: Member
+    ) -> PresenceJoin | None:
+        return None
+
+    async def presence_leave(
+        self, state: AppState, channel: str, socket_id: str, member: Member
+    ) -> bool | None:
+        return None
+
+    async def subscriptions_changed(self, state: AppState, channel: str, delta: int) -> int | None:
+        return None
+
+    def connections_changed(self, state: AppState, delta: int) -> None:
+        pass
+
+    async def connection_count(self, state: AppState) -> int | None:
+        return None
+
+    async def channel_counts(self, state: AppState) -> dict[str, int] | None:
+        return None
+
+    async def presence_members(self, state: AppState, channel: str) -> list[Member] | None:
+        return None

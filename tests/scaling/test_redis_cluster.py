@@ -1,0 +1,202 @@
+"""Several reverbpy processes on one Redis behave as one server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from tests.conftest import ServerProcess, start_server
+from tests.functional.raw import Client, api, connect
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def presence(c: Client, node: ServerProcess, channel: str, user: str) -> dict[str, object]:
+    return await c.subscribe(channel, node.secret, node.key, f'{{"user_id":"{user}","user_info":{{"n":"{user}"}}}}')
+
+
+async def test_api_event_reaches_every_node_once_in_order(http: aiohttp.ClientSession, cluster: list[ServerProcess]) -> None:
+    a, b, api_node = cluster
+    ca, cb = await connect(http, a), await connect(http, b)
+    for c in (ca, cb):
+        await c.subscribe("orders")
+    for i in range(20):
+        status, _ = await api(http, api_node, "POST", "/events", {"name": "n", "channel": "orders", "data": str(i)})
+        assert status == 200
+    for c in (ca, cb):
+        got = [(await c.recv())["data"] for _ in range(20)]
+        assert got == [str(i) for i in range(20)]
+    # exactly once: a sentinel is the next thing each sees
+    await api(http, api_node, "POST", "/events", {"name": "n", "channel": "orders", "data": "end"})
+    for c in (ca, cb):
+        assert (await c.recv())["data"] == "end"
+
+
+async def test_socket_id_exclusion_across_nodes(http: aiohttp.ClientSession, cluster: list[ServerProcess]) -> None:
+    a, b, api_node = cluster
+    ca, cb = await connect(http, a), await connect(http, b)
+    for c in (ca, cb):
+        await c.subscribe("ex")
+    await api(http, api_node, "POST", "/events", {"name": "n", "channel": "ex", "data": "not for a", "socket_id": ca.socket_id})
+    await api(http, api_node, "POST", "/events", {"name": "n", "channel": "ex", "data": "for all"})
+    assert (await cb.recv())["data"] == "not for a"
+    assert (await ca.recv())["data"] == "for all"
+
+
+async def test_client_events_cross_nodes(http: aiohttp.ClientSession, cluster: list[ServerProcess]) -> None:
+    a, b, _ = cluster
+    ca, cb = await connect(http, a), await connect(http, b)
+    await presence(ca, a, "presence-chat", "u1")
+    await presence(cb, b, "presence-chat", "u2")
+    await ca.recv_event("pusher_internal:member_added")
+    await ca.send("client-hi", {"x": 1}, channel="presence-chat")
+    assert await cb.recv() == {"event": "client-hi", "channel": "presence-chat", "data": {"x": 1}, "user_id": "u1"}
+
+
+async def test_presence_is_cluster_wide(http: aiohttp.ClientSession, cluster: list[ServerProcess]) -> None:
+    a, b, api_node = cluster
+    alice = await connect(http, a)
+    ok = await presence(alice, a, "presence-room", "alice")
+    assert ok["data"]["presence"]["ids"] == ["alice"]
+    bob_tab1 = await connect(http, b)
+    ok = await presence(bob_tab1, b, "presence-room", "bob")
+    assert sorted(ok["data"]["presence"]["ids"]) == ["alice", "bob"]
+    assert await alice.recv() == {"event": "pusher_internal:member_added", "channel": "presence-room", "data": {"user_id": "bob", "user_info": {"n": "bob"}}}
+    # bob's second tab on the other node: no second member_added anywhere
+    bob_tab2 = await connect(http, a)
+    ok = await presence(bob_tab2, a, "presence-room", "bob")
+    assert ok["data"]["presence"]["count"] == 2
+    status, users = await api(http, api_node, "GET", "/channels/presence-room/users")
+    assert sorted(u["id"] for u in users["users"]) == ["alice", "bob"]
+    status, info = await api(http, api_node, "GET", "/channels/presence-room", params={"info": "user_count,subscription_count"})
+    assert info == {"occupied": True, "user_count": 2, "subscription_count": 3}
+    await bob_tab1.ws.close()
+    await asyncio.sleep(0.3)
+    await bob_tab2.send("pusher:unsubscribe", {"channel": "presence-room"})
+    # exactly one member_removed, after the last tab
+    assert await alice.recv() == {"event": "pusher_internal:member_removed", "channel": "presence-room", "data": {"user_id": "bob"}}
+    await alice.send("pusher:ping", {})
+    assert await alice.recv() == {"event": "pusher:pong"}
+
+
+async def test_http_queries_answer_for_the_cluster(http: aiohttp.ClientSession, cluster: list[ServerProcess]) -> None:
+    a, b, api_node = cluster
+    clients = [await connect(http, a), await connect(http, b), await connect(http, b)]
+    for c in clients:
+        await c.subscribe("count-me")
+    await clients[0].subscribe("only-a")
+    status, body = await api(http, api_node, "GET", "/channels", params={"info": "subscription_count"})
+    assert body == {"channels": {"count-me": {"subscription_count": 3}, "only-a": {"subscription_count": 1}}}
+    await asyncio.sleep(2.5)  # connection counts are refreshed by the node heartbeat
+    status, body = await api(http, api_node, "GET", "/connections")
+    assert body == {"connections": 3}
+
+
+async def test_terminate_and_server_to_user_reach_other_nodes(http: aiohttp.ClientSession, cluster: list[ServerProcess]) -> None:
+    import hashlib
+    import hmac
+
+    a, b, api_node = cluster
+    user = await connect(http, b)
+    data = '{"id":"77"}'
+    sig = hmac.new(b.secret.encode(), f"{user.socket_id}::user::{data}".encode(), hashlib.sha256).hexdigest()
+    await user.send("pusher:signin", {"auth": f"{b.key}:{sig}", "user_data": data})
+    assert (await user.recv())["event"] == "pusher:signin_success"
+    await user.subscribe("#server-to-user-77")
+    await api(http, api_node, "POST", "/events", {"name": "dm", "channel": "#server-to-user-77", "data": "hello"})
+    assert (await user.recv())["data"] == "hello"
+    assert await api(http, api_node, "POST", "/users/77/terminate_connections", {}) == (200, {})
+    assert (await user.recv())["data"]["code"] == 4009
+    assert (await user.closed())[0] == 4009
+
+
+async def test_killed_node_members_removed(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "REVERB_SCALING_NODE_TIMEOUT": "3"}
+    survivor, doomed = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
+    try:
+        watcher = await connect(http, survivor)
+        await presence(watcher, survivor, "presence-k", "watcher")
+        ghost = await connect(http, doomed)
+        await presence(ghost, doomed, "presence-k", "ghost")
+        await watcher.recv_event("pusher_internal:member_added")
+        assert doomed.proc is not None
+        os.kill(doomed.proc.pid, signal.SIGKILL)
+        removed = await watcher.recv_event("pusher_internal:member_removed", timeout=15)
+        assert removed["data"] == {"user_id": "ghost"}
+        status, users = await api(http, survivor, "GET", "/channels/presence-k/users")
+        assert users == {"users": [{"id": "watcher"}]}
+    finally:
+        survivor.stop()
+        doomed.stop()
+
+
+async def test_redis_outage_local_clients_keep_working(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str], redis_url: str) -> None:
+    import shutil
+    import subprocess
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    env = {**cluster_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    await asyncio.sleep(0.3)
+    a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
+    try:
+        ca, cb = await connect(http, a), await connect(http, b)
+        await ca.subscribe("live")
+        await cb.subscribe("live")
+        proc.terminate()
+        proc.wait(5)
+        # the node's own subscribers still get events; /up reports the degradation
+        await asyncio.sleep(0.5)
+        assert (await api(http, a, "POST", "/events", {"name": "n", "channel": "live", "data": "local"}))[0] == 200
+        assert (await ca.recv())["data"] == "local"
+        async with http.get(f"{a.http_url}/up") as r:
+            assert r.status == 200 and (await r.json())["health"] == "DEGRADED"
+        # Redis comes back on the same port: the nodes reconnect and fan out again
+        proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+        for _ in range(100):
+            async with http.get(f"{a.http_url}/up") as r1, http.get(f"{b.http_url}/up") as r2:
+                if (await r1.json())["health"] == "OK" and (await r2.json())["health"] == "OK":
+                    break
+            await asyncio.sleep(0.1)
+        await api(http, a, "POST", "/events", {"name": "n", "channel": "live", "data": "cluster again"})
+        assert (await cb.recv(timeout=5))["data"] == "cluster again"
+        status, body = await api(http, b, "GET", "/channels", params={"info": "subscription_count"})
+        assert body == {"channels": {"live": {"subscription_count": 2}}}
+    finally:
+        a.stop()
+        b.stop()
+        proc.terminate()
+        proc.wait(5)
+
+
+async def test_keys_live_under_the_prefix(http: aiohttp.ClientSession, cluster: list[ServerProcess], cluster_env: dict[str, str], redis_url: str) -> None:
+    c = await connect(http, cluster[0])
+    await presence(c, cluster[0], "presence-p", "u")
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        prefix = cluster_env["REVERB_SCALING_PREFIX"]
+        keys = set(await r.keys(f"{prefix}:*"))
+        assert f"{prefix}:nodes" in keys
+        assert f"{prefix}:presence:{cluster[0].app_id}:presence-p" in keys
+        assert await r.zcard(f"{prefix}:nodes") == 3
+        # nothing of ours outside the prefix
+        assert not [k for k in await r.keys("*") if "presence-p" in k and not k.startswith(prefix + ":")]
+    finally:
+        await r.aclose()
