@@ -17,7 +17,7 @@ const pusher = new Pusher(config.key, {
   wsHost: config.host ?? '127.0.0.1',
   wssPort: config.port,
   forceTLS: true,
-  enabledTransports: ['wss'],
+  enabledTransports: ['ws', 'wss'],
 });
 pusher.connection.bind('connected', () => emit({ type: 'connected', socket_id: pusher.connection.socket_id }));
 pusher.connection.bind('error', (err) =>
