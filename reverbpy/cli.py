@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -64,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="serve /metrics on this port (REVERB_METRICS_PORT)"
     )
     serve.add_argument("--pid-file", help="write the process id here (for `reverbpy reload`)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes on this port, coordinated through Redis (REVERB_WORKERS, 1)",
+    )
 
     trigger = sub.add_parser(
         "trigger", parents=[common, client], help="publish an event through the HTTP API"
@@ -156,6 +162,8 @@ def _install_uvloop() -> str:
 def _bind(host: str, port: int) -> socket.socket | None:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if os.environ.get("REVERBPY_REUSEPORT") == "1":  # a worker of `serve --workers N`
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -228,6 +236,7 @@ def _load(args: argparse.Namespace) -> ServerConfig:
         "debug": getattr(args, "debug", None),
         "log_format": getattr(args, "log_format", None),
         "metrics_port": getattr(args, "metrics_port", None),
+        "workers": getattr(args, "workers", None),
     }
     return load_config(env_file=args.env_file, apps_file=args.apps_file, overrides=overrides)
 
@@ -243,6 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"reverbpy: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "serve" and config.workers > 1:
+        if config.scaling.adapter != "redis":
+            print(
+                "reverbpy: configuration error: --workers > 1 needs Redis: "
+                "set REVERB_SCALING_ENABLED=true (and REDIS_URL or REDIS_HOST/REDIS_PORT)",
+                file=sys.stderr,
+            )
+            return 2
+        from reverbpy.workers import supervise
+
+        return supervise(config.workers, sys.argv[1:] if argv is None else argv)
     if args.command == "serve":
         return serve(config, loader=lambda: _load(args), pid_file=args.pid_file)
     if args.command == "trigger":

@@ -242,6 +242,7 @@ class _Settings(BaseSettings):
     scaling_channel: str = "reverb"
     scaling_prefix: str = "reverbpy"
     scaling_node_timeout: float = Field(15.0, gt=0)
+    workers: int = Field(1, ge=1, le=256)
 
     app_id: str | None = None
     app_key: str | None = None
@@ -461,6 +462,7 @@ def load_config(
 
     config = ServerConfig(
         scaling=scaling,
+        workers=settings.workers,
         host=settings.server_host,
         port=settings.server_port,
         path=settings.server_path,

@@ -53,8 +53,9 @@ class Hub:
     ) -> None:
         """Subscribe; raises ``SubscriptionError`` when a channel limit refuses the socket.
 
-        The cluster is asked first and the socket is added to the local channel last, so no
-        channel event can reach the client before its ``subscription_succeeded``.
+        The cluster is told first and the socket is added to the local channel last: no
+        channel event reaches the client before its ``subscription_succeeded``, and once the
+        client has it, every node's HTTP API counts the subscription.
         """
         cluster = None
         if member is not None:
@@ -62,9 +63,11 @@ class Hub:
                 cluster = await self.adapter.presence_join(state, name, conn.socket_id, member)
             except PresenceFull:
                 raise presence_full(state.app, name) from None
-        if conn.closed:
+        cluster_count = await self.adapter.subscriptions_changed(state, name, +1)
+        if conn.closed:  # it went away while the cluster was asked: undo
             if cluster is not None and member is not None:
                 await self.adapter.presence_leave(state, name, conn.socket_id, member)
+            await self.adapter.subscriptions_changed(state, name, -1)
             return
         occupied_before = name in state.channels
         channel, first = state.subscribe(conn, name, member, check_cap=cluster is None)
@@ -86,7 +89,6 @@ class Hub:
             self._hook(state, {"name": "member_added", "channel": name, "user_id": member.key})
         if channel.kind.cache:
             self._replay_cache(state, conn, name)
-        cluster_count = await self.adapter.subscriptions_changed(state, name, +1)
         if cluster_count == 1 if cluster_count is not None else not occupied_before:
             self._hook(state, {"name": "channel_occupied", "channel": name})
         self._subscription_count_changed(state, channel)
