@@ -1,0 +1,87 @@
+"""The outbound path with recording transports: one frame per broadcast, one write per socket."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from reverbpy.config import AppConfig, Secret
+from reverbpy.connection import Connection
+from reverbpy.dispatch import Outbox, broadcast
+from reverbpy.protocol.frames import text_frame
+from reverbpy.protocol.ratelimit import PerSecond
+from reverbpy.protocol.session import Session
+
+APP = AppConfig(id="1", key="k", secret=Secret("s"))
+
+
+class RecordingTransport:
+    """Records writes; ``buffered`` plays the bytes the kernel could not take."""
+
+    def __init__(self, buffered: int = 0) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = buffered
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def make_conn(outbox: Outbox, socket_id: str, transport: RecordingTransport) -> Connection:
+    session = Session(APP, socket_id, lambda: 0.0)
+    ws: Any = None
+    return Connection(socket_id, APP, ws, transport, outbox, session, 0.0)  # type: ignore[arg-type]
+
+
+async def test_frames_queued_in_one_iteration_go_out_in_one_write() -> None:
+    outbox = Outbox(max_write_buffer=1 << 20)
+    transports = [RecordingTransport() for _ in range(3)]
+    conns = [make_conn(outbox, f"1.{i}", t) for i, t in enumerate(transports)]
+    for n in range(5):
+        assert broadcast(conns, f'{{"n":{n}}}'.encode(), except_socket_id="1.0") == 2
+    assert all(t.writes == [] for t in transports)  # nothing before the loop turns
+    await asyncio.sleep(0)
+    assert transports[0].writes == []
+    expected = b"".join(text_frame(f'{{"n":{n}}}'.encode()) for n in range(5))
+    assert transports[1].writes == [expected]
+    assert transports[2].writes == [expected]
+
+
+async def test_broadcast_builds_the_frame_once() -> None:
+    outbox = Outbox(max_write_buffer=1 << 20)
+    conns = [make_conn(outbox, f"1.{i}", RecordingTransport()) for i in range(3)]
+    broadcast(conns, b'{"x":1}')
+    frames = [c._pending[0] for c in conns]
+    assert all(f is frames[0] for f in frames)  # the same bytes object for everyone
+
+
+async def test_slow_consumer_is_aborted_others_unaffected() -> None:
+    outbox = Outbox(max_write_buffer=1000)
+    slow_t, fast_t = RecordingTransport(buffered=5000), RecordingTransport()
+    slow, fast = make_conn(outbox, "1.1", slow_t), make_conn(outbox, "1.2", fast_t)
+    broadcast([slow, fast], b"{}")
+    await asyncio.sleep(0)
+    assert slow_t.aborted and slow.closed
+    assert not fast_t.aborted and fast_t.writes == [text_frame(b"{}")]
+    assert outbox.slow_consumers == 1
+    broadcast([slow, fast], b"{}")  # a dropped socket gets nothing more
+    await asyncio.sleep(0)
+    assert len(fast_t.writes) == 2 and slow_t.writes == [text_frame(b"{}")]
+
+
+def test_per_second_window() -> None:
+    limit = PerSecond(3)
+    assert [limit.allow(10.0) for _ in range(4)] == [True, True, True, False]
+    assert not limit.allow(10.5, 1)
+    assert limit.allow(11.0)
+    assert not limit.allow(11.1, 3)  # a batch over the remainder is refused whole
+    assert PerSecond(None).allow(0.0, 10**9)
