@@ -15,6 +15,9 @@ from reverbpy.protocol.auth import RequestAuthError, SignedRequest, verify_reque
 
 log = logging.getLogger("reverbpy.http_api")
 
+SIGNED_BY_KEY = "signed-by-key"
+"""Route name for API routes without ``{app_id}``: the app is the one ``auth_key`` names."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -37,12 +40,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def signed_api(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every ``/apps/{app_id}/...`` request must be signed with that app's secret."""
+    registry = request.app[HUB].registry
     app_id = request.match_info.get("app_id")
-    if app_id is None:
+    if app_id is not None:
+        state = registry.by_id(app_id)
+        if state is None:
+            raise ApiError(404, f"No matching application for ID [{app_id}].")
+    elif request.match_info.route.name == SIGNED_BY_KEY:
+        state = registry.by_key(request.query.get("auth_key", ""))
+        if state is None:
+            raise ApiError(401, "Unknown auth_key")
+    else:
         return await handler(request)
-    state = request.app[HUB].registry.by_id(app_id)
-    if state is None:
-        raise ApiError(404, f"No matching application for ID [{app_id}].")
     config = request.app[CONFIG]
     if request.content_length is not None and request.content_length > config.max_request_size:
         raise ApiError(413, f"Request body larger than {config.max_request_size} bytes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from reverbpy.http_api import channels, events
+from reverbpy.http_api.middleware import SIGNED_BY_KEY
 from reverbpy.websocket import WebSocketHandler
 
 
@@ -22,5 +23,12 @@ def routes(prefix: str, websocket: WebSocketHandler) -> list[web.RouteDef]:
         web.post(
             f"{p}/apps/{{app_id}}/users/{{user_id}}/terminate_connections",
             channels.terminate_connections,
+        ),
+        # pusher-http-python 3.x signs and sends this one without /apps/{id}: the app is
+        # found by its auth_key, then the signature is checked as for every other route.
+        web.post(
+            f"{p}/users/{{user_id}}/terminate_connections",
+            channels.terminate_connections,
+            name=SIGNED_BY_KEY,
         ),
     ]
