@@ -513,6 +513,7 @@ SCENARIOS = {
 # (scenario, label, getter, unit, higher_is_better, target ratio or None)
 METRICS: list[tuple[str, str, Any, str, bool, float | None]] = [
     ("fanout", "fanout deliveries/s", lambda r: r.get("deliveries_per_s"), "/s", True, 3.0),
+    ("fanout", "fanout deliveries per server CPU-s", lambda r: per_cpu(r, "deliveries_per_s"), "/s", True, None),
     ("fanout", "fanout events accepted/s", lambda r: r.get("accepted_per_s"), "/s", True, None),
     ("fanout", "fanout latency p50", lambda r: r.get("lat", {}).get("p50_ms"), "ms", False, None),
     ("fanout", "fanout latency p99", lambda r: r.get("lat", {}).get("p99_ms"), "ms", False, None),
@@ -520,6 +521,7 @@ METRICS: list[tuple[str, str, Any, str, bool, float | None]] = [
     ("fanout", "fanout lost deliveries", lambda r: r.get("lost"), "", False, None),
     ("fanout", "fanout server RSS", lambda r: r.get("server_rss_mib"), "MiB", False, None),
     ("fanout", "fanout server CPU", lambda r: r.get("server_cpu_pct"), "%", False, None),
+    ("fanout", "fanout other processes' CPU", lambda r: r.get("background_cpu_pct"), "%", False, None),
     ("fanout", "fanout generator CPU", lambda r: r.get("gen_cpu_pct"), "%", False, None),
     ("latency", "20 ev/s x 2000 latency p50", lambda r: r.get("lat", {}).get("p50_ms"), "ms", False, None),
     ("latency", "20 ev/s x 2000 latency p99", lambda r: r.get("lat", {}).get("p99_ms"), "ms", False, 1.0),
@@ -534,23 +536,35 @@ METRICS: list[tuple[str, str, Any, str, bool, float | None]] = [
     ("connections", "conns trigger delivered", lambda r: r.get("trigger_delivered"), "", True, None),
     ("connections", "conns trigger max latency", lambda r: r.get("trigger_lat", {}).get("max_ms"), "ms", False, None),
     ("http0", "triggers/s, 0 subs", lambda r: r.get("accepted_per_s"), "/s", True, 1.0),
+    ("http0", "triggers per server CPU-s, 0 subs", lambda r: per_cpu(r, "accepted_per_s"), "/s", True, None),
     ("http0", "trigger p99, 0 subs", lambda r: r.get("http_lat", {}).get("p99_ms"), "ms", False, None),
     ("http0", "http0 server CPU", lambda r: r.get("server_cpu_pct"), "%", False, None),
     ("http0", "http0 generator CPU", lambda r: r.get("gen_cpu_pct"), "%", False, None),
     ("http100", "triggers/s, 100 subs", lambda r: r.get("accepted_per_s"), "/s", True, 2.0),
+    ("http100", "triggers per server CPU-s, 100 subs", lambda r: per_cpu(r, "accepted_per_s"), "/s", True, None),
     ("http100", "trigger p99, 100 subs", lambda r: r.get("http_lat", {}).get("p99_ms"), "ms", False, None),
     ("http100", "http100 deliveries/s", lambda r: r.get("deliveries_per_s"), "/s", True, None),
     ("http100", "http100 lost", lambda r: r.get("lost"), "", False, None),
     ("client-events", "client events relayed/s", lambda r: r.get("relayed_per_s"), "/s", True, 1.0),
+    ("client-events", "relayed per server CPU-s", lambda r: per_cpu(r, "relayed_per_s"), "/s", True, None),
     ("client-events", "client event p99", lambda r: r.get("lat", {}).get("p99_ms"), "ms", False, None),
     ("client-events", "client-events server CPU", lambda r: r.get("server_cpu_pct"), "%", False, None),
     ("client-events", "client-events generator CPU", lambda r: r.get("gen_cpu_pct"), "%", False, None),
     ("presence", "presence joins/s", lambda r: r.get("joins_per_s"), "/s", True, None),
+    ("presence", "joins per server CPU-s", lambda r: per_cpu(r, "joins_per_s"), "/s", True, None),
     ("presence", "presence join p99", lambda r: r.get("join", {}).get("p99_ms"), "ms", False, None),
     ("presence", "member_added to watchers/s", lambda r: r.get("member_added_watchers_per_s"), "/s", True, None),
     ("presence", "member_added p99", lambda r: r.get("member_added_lat", {}).get("p99_ms"), "ms", False, None),
 ]
-RATIO_CHART = ["fanout deliveries/s", "20 ev/s x 2000 latency p99", "conns handshake p99", "conns KiB RSS/conn",
+def per_cpu(r: dict[str, Any], key: str) -> float | None:
+    """Throughput per second of server CPU: robust to other load on the shared machine."""
+    v, cpu = r.get(key), r.get("server_cpu_pct")
+    if not isinstance(v, (int, float)) or not cpu:
+        return None
+    return v / (cpu / 100)
+
+
+RATIO_CHART = ["fanout deliveries/s", "fanout deliveries per server CPU-s", "20 ev/s x 2000 latency p99", "conns handshake p99", "conns KiB RSS/conn",
                "triggers/s, 0 subs", "triggers/s, 100 subs", "client events relayed/s", "presence joins/s"]
 
 
@@ -672,7 +686,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--native", action="store_true", help="with --profile: include native frames")
     ap.add_argument("--quiet-wait", type=float, default=15.0,
                     help="before each run wait up to this many seconds for other processes to go quiet")
+    ap.add_argument("--report", metavar="JSONL", help="only rebuild the table and chart from a results file")
     args = ap.parse_args(argv)
+    if args.report:
+        return report(Path(args.report), args.no_chart)
     servers = [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     for s in scenarios:
@@ -739,6 +756,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nJSON lines: {jsonl.relative_to(ROOT)}   total {time.monotonic() - t_start:.0f} s")
     if not args.no_chart and "reverbpy" in servers and "soketi" in servers:
         title = f"reverbpy vs soketi 1.6.1, {meta['date'][:10]}, median of {repeat}"
+        if draw_chart(rows, HERE / "ratios.png", title):
+            print(f"chart: {(HERE / 'ratios.png').relative_to(ROOT)}")
+    return 0
+
+
+def report(path: Path, no_chart: bool) -> int:
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    meta: dict[str, Any] = {}
+    servers: list[str] = []
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        if d.get("kind") == "meta":
+            meta = d
+        elif d.get("kind") == "selfcheck":
+            meta["selfcheck"] = d
+        elif d.get("kind") == "result":
+            results.setdefault((d["scenario"], d["server"]), []).append(d)
+            if d["server"] not in servers:
+                servers.append(d["server"])
+    servers.sort(key=lambda s: s != "reverbpy")
+    table, rows = build_table(results, servers)
+    print(f"# {meta.get('date')}  {meta.get('machine')}")
+    print(f"# {meta.get('command')}  (median of {meta.get('repeat')})")
+    if "selfcheck" in meta:
+        print(f"# generator self-check: {meta['selfcheck']['frames_per_s']:,.0f} frames/s received on one core")
+    print(table)
+    if not no_chart and "reverbpy" in servers and "soketi" in servers:
+        title = f"reverbpy vs soketi 1.6.1, {str(meta.get('date'))[:10]}, median of {meta.get('repeat')}"
         if draw_chart(rows, HERE / "ratios.png", title):
             print(f"chart: {(HERE / 'ratios.png').relative_to(ROOT)}")
     return 0
