@@ -57,13 +57,16 @@ class Hub:
         channel event reaches the client before its ``subscription_succeeded``, and once the
         client has it, every node's HTTP API counts the subscription.
         """
+        # The presence answer must be the last await before the socket joins the local
+        # channel: a member_added relayed from another node in between would be lost to it.
+        cluster_count = await self.adapter.subscriptions_changed(state, name, +1)
         cluster = None
         if member is not None:
             try:
                 cluster = await self.adapter.presence_join(state, name, conn.socket_id, member)
             except PresenceFull:
+                await self.adapter.subscriptions_changed(state, name, -1)
                 raise presence_full(state.app, name) from None
-        cluster_count = await self.adapter.subscriptions_changed(state, name, +1)
         if conn.closed:  # it went away while the cluster was asked: undo
             if cluster is not None and member is not None:
                 await self.adapter.presence_leave(state, name, conn.socket_id, member)
