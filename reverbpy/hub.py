@@ -83,6 +83,8 @@ class Hub:
                 name, snapshot(members) if members is not None else None
             )
         )
+        if cluster_count == 1 if cluster_count is not None else not occupied_before:
+            self._hook(state, {"name": "channel_occupied", "channel": name})
         if first and member is not None:
             payload = messages.member_added(name, member.user_id, member.user_info)
             broadcast((c for c in channel.subscribers.values() if c is not conn), payload)
@@ -92,8 +94,6 @@ class Hub:
             self._hook(state, {"name": "member_added", "channel": name, "user_id": member.key})
         if channel.kind.cache:
             self._replay_cache(state, conn, name)
-        if cluster_count == 1 if cluster_count is not None else not occupied_before:
-            self._hook(state, {"name": "channel_occupied", "channel": name})
         self._subscription_count_changed(state, channel)
 
     def _replay_cache(self, state: AppState, conn: Connection, name: str) -> None:
@@ -132,9 +132,8 @@ class Hub:
         )
 
     def _subscription_count_changed(self, state: AppState, channel: Channel) -> None:
-        if channel.presence is not None or (
-            not state.app.subscription_count_events and not state.app.webhooks
-        ):
+        # Pusher's subscription_count (events and webhook) is an opt-in feature of the app.
+        if channel.presence is not None or not state.app.subscription_count_events:
             return
         if channel.subscription_count > SUBSCRIPTION_COUNT_EVERY_CHANGE:
             state.subscription_count_dirty.add(channel.name)

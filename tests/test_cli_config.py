@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,8 +63,15 @@ def test_generated_development_app(tmp_path: Path) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(7)]
-        text = "".join(lines)
+        text = ""
+        deadline = time.monotonic() + 15
+        while "REVERB_APP_SECRET=" not in text and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                text += line
         assert "REVERB_APP_ID=" in text and "REVERB_APP_KEY=" in text and "REVERB_APP_SECRET=" in text
     finally:
         proc.terminate()
