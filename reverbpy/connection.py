@@ -78,6 +78,7 @@ class Connection:
 
     def send(self, payload: bytes) -> None:
         """Queue one JSON message for this socket only."""
+        WIRE.count_out(self.app.id, 1, len(payload))
         self.queue(text_frame(payload))
 
     def flush(self) -> int:
@@ -89,13 +90,13 @@ class Connection:
         transport = self._transport
         if transport.is_closing():
             return 0
-        WIRE.sent(self, pending)
+        if WIRE.debug:
+            WIRE.sent(self, pending)
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         return transport.get_write_buffer_size()
 
     def touch(self, now: float) -> None:
         self.last_seen = now
-        self.connected_at = now
         self.pinged_at = None
 
     def ping(self, now: float, payload: bytes) -> None:

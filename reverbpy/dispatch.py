@@ -55,12 +55,24 @@ class Outbox:
 def broadcast(
     subscribers: Iterable[Connection], payload: bytes, except_socket_id: str | None = None
 ) -> int:
-    """Send one encoded event to many sockets; returns how many got it."""
+    """Send one encoded event to many sockets; returns how many got it.
+
+    The per-subscriber work is a list append (``Connection.queue`` inlined): the frame is
+    built once, metrics are counted once, and the write happens in ``Outbox.flush``.
+    """
     frame = text_frame(payload)
     sent = 0
+    last: Connection | None = None
     for conn in subscribers:
-        if conn.socket_id != except_socket_id:
-            conn.queue(frame)
-            sent += 1
+        if conn.closed or conn.socket_id == except_socket_id:
+            continue
+        pending = conn._pending
+        if not pending:
+            conn._outbox.mark(conn)
+        pending.append(frame)
+        sent += 1
+        last = conn
+    if last is not None:
+        WIRE.count_out(last.app.id, sent, sent * len(payload))
     WIRE.broadcast(sent)
     return sent

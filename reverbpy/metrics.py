@@ -135,7 +135,7 @@ class Wire:
     def received(self, conn: Connection, msg: WSMessage) -> None:
         data = msg.data
         if msg.type is WSMsgType.TEXT:
-            size = len(data.encode())
+            size = len(data)  # characters: re-encoding every frame to count bytes costs more
         elif isinstance(data, bytes):
             size = len(data)
         else:
@@ -151,13 +151,15 @@ class Wire:
         if frame == CLIENT_RATE_LIMITED:
             self.rate_limited[conn.app.id, "client_event"] += 1
 
+    def count_out(self, app_id: str, messages: int, size: int) -> None:
+        """Messages and bytes sent: counted once per broadcast, not once per subscriber."""
+        self.messages_out[app_id] += messages
+        self.bytes_out[app_id] += size
+
     def sent(self, conn: Connection, frames: list[bytes]) -> None:
-        """One ``transport.write`` of queued frames (called from ``Connection.flush``)."""
-        app_id = conn.app.id
-        self.messages_out[app_id] += len(frames)
-        self.bytes_out[app_id] += sum(map(len, frames))
+        """With --debug only: log each frame of one ``transport.write``."""
         if self.debug:
-            extra = {"app_id": app_id, "socket_id": conn.socket_id}
+            extra = {"app_id": conn.app.id, "socket_id": conn.socket_id}
             for frame in frames:
                 log.debug("out %s", logs.mask_frame(logs.frame_payload(frame)), extra=extra)
 

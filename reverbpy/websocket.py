@@ -136,7 +136,13 @@ class WebSocketHandler:
             conn.touch(time.monotonic())
             WIRE.received(conn, msg)
             if msg.type is WSMsgType.TEXT:
-                await self._execute(state, conn, session.receive(msg.data))
+                actions = session.receive(msg.data)
+                # Only joining and leaving wait on the cluster; the rest runs without a
+                # coroutine per message (client events are the hot case here).
+                if actions and isinstance(actions[0], Join | Leave):
+                    await self._execute(state, conn, actions)
+                else:
+                    self._apply(state, conn, actions)
             elif msg.type is WSMsgType.PING:
                 conn.uses_control_frames = True
                 conn.flush()
@@ -144,19 +150,31 @@ class WebSocketHandler:
             elif msg.type is WSMsgType.PONG:
                 conn.uses_control_frames = True
             elif msg.type is WSMsgType.BINARY:
-                await self._execute(
+                self._apply(
                     state, conn, error_actions(invalid_message("Binary frames are not supported"))
                 )
             # After conn.close() the loop ends when the closing handshake does, so the
             # client receives our close code rather than aiohttp's default 1000.
 
+    def _apply(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
+        """Carry out actions that need no waiting (everything but ``Join`` and ``Leave``)."""
+        hub = self.hub
+        for action in actions:
+            match action:
+                case Whisper(channel, event, data, user_id):
+                    hub.whisper(state, conn, channel, event, data, user_id)
+                case Reply(frame):
+                    conn.send(frame)
+                    WIRE.replied(conn, frame)
+                case SignIn(user_id, _info, watchlist):
+                    hub.sign_in(state, conn, user_id, watchlist)
+                case Close(code, reason):
+                    conn.close(code, reason)
+
     async def _execute(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
         hub = self.hub
         for action in actions:
             match action:
-                case Reply(frame):
-                    conn.send(frame)
-                    WIRE.replied(conn, frame)
                 case Join(channel, member):
                     try:
                         await hub.join(state, conn, channel, member)
@@ -167,9 +185,5 @@ class WebSocketHandler:
                         )
                 case Leave(channel, member):
                     await hub.leave(state, conn, channel, member)
-                case Whisper(channel, event, data, user_id):
-                    hub.whisper(state, conn, channel, event, data, user_id)
-                case SignIn(user_id, _info, watchlist):
-                    hub.sign_in(state, conn, user_id, watchlist)
-                case Close(code, reason):
-                    conn.close(code, reason)
+                case _:
+                    self._apply(state, conn, [action])

@@ -93,11 +93,16 @@ class Session:
     user: SignedInUser | None = None
     watchlist: tuple[str, ...] = ()
     _client_events: PerSecond = field(init=False)
+    _frame_size: int = 0
 
     def __post_init__(self) -> None:
         self._client_events = PerSecond(self.app.client_event_rate)
 
     def receive(self, text: str | bytes) -> list[Action]:
+        # UTF-8 size of the frame (isascii is a fast scan; encoding only when it must)
+        self._frame_size = (
+            len(text) if isinstance(text, bytes) or text.isascii() else len(text.encode())
+        )
         try:
             return self._handle(messages.decode(text))
         except SubscriptionError as exc:
@@ -220,7 +225,13 @@ class Session:
             raise PusherError(
                 ErrorCode.UNAUTHORIZED, "The client is not a member of the specified channel."
             )
-        if msg.data is not None and len(orjson.dumps(msg.data)) > self.app.max_event_payload:
+        limit = self.app.max_event_payload
+        # The frame bounds the data's size: only a frame over the limit needs measuring.
+        if (
+            self._frame_size > limit
+            and msg.data is not None
+            and len(orjson.dumps(msg.data)) > limit
+        ):
             raise PusherError(ErrorCode.RATE_LIMITED, "Client event payload too large")
         if not self._client_events.allow(self.clock()):
             raise PusherError(ErrorCode.RATE_LIMITED, "Client event rejected due to rate limit")

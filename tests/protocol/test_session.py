@@ -195,3 +195,24 @@ def test_malformed_input_is_non_fatal() -> None:
     out = s.receive("{not json")
     assert reply(list(out))["data"]["code"] == 4200
     assert not any(isinstance(a, Close) for a in out)
+
+
+def test_client_event_payload_limit_counts_utf8_bytes() -> None:
+    s, _ = session()
+    _joined(s, "private-a")
+    # 4,000 characters, 12,000 bytes: over the 10,240-byte limit although short in characters
+    assert reply(send(s, "client-x", "€" * 4000, channel="private-a"))["data"]["code"] == 4301
+    assert isinstance(send(s, "client-x", "€" * 3000, channel="private-a")[0], Whisper)
+
+
+def test_signin_does_not_reset_the_connection_age() -> None:
+    # The authorized-connections timeout counts from the connection's start, whatever the
+    # client sends meanwhile (a regression: touch() once reset it).
+    from reverbpy.connection import Connection
+
+    conn = Connection.__new__(Connection)
+    conn.connected_at = 5.0
+    conn.last_seen = 5.0
+    conn.pinged_at = None
+    conn.touch(100.0)
+    assert conn.connected_at == 5.0 and conn.last_seen == 100.0
