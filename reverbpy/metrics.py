@@ -32,6 +32,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -304,7 +305,7 @@ class HubCollector(Collector):
         )
         yield _counter(
             "reverbpy_sent_bytes",
-            "Bytes written to WebSockets, framing included",
+            "WebSocket payload bytes sent",
             ["app"],
             w.bytes_out.items(),
         )
@@ -329,6 +330,24 @@ class HubCollector(Collector):
         yield _histogram(
             "reverbpy_broadcast_fanout", "Sockets reached per broadcast", [], [((), w.fanout)]
         )
+        adapter = self.hub.adapter
+        up = GaugeMetricFamily(
+            "reverbpy_adapter_up", "1 while the scaling adapter's link is up", labels=["adapter"]
+        )
+        up.add_metric([adapter.name], 1 if adapter.healthy else 0)
+        yield up
+        yield CounterMetricFamily(
+            "reverbpy_adapter_dropped_envelopes",
+            "Envelopes not relayed to other nodes (link down or queue full)",
+            value=getattr(adapter, "dropped", 0),
+        )
+        publish = SummaryMetricFamily(
+            "reverbpy_adapter_publish_seconds",
+            "Time to publish one pipelined batch of envelopes to Redis",
+            count_value=getattr(adapter, "publish_batches", 0),
+            sum_value=getattr(adapter, "publish_seconds", 0.0),
+        )
+        yield publish
 
 
 def adapter_name(config: ServerConfig) -> str:

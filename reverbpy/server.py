@@ -14,6 +14,7 @@ from reverbpy.http_api.keys import CONFIG, HUB
 from reverbpy.http_api.middleware import json_errors, signed_api
 from reverbpy.http_api.routes import routes
 from reverbpy.hub import Hub
+from reverbpy.lifecycle import READINESS
 from reverbpy.lifecycle import install as install_operations
 from reverbpy.registry import Registry
 from reverbpy.scaling import create_adapter
@@ -66,7 +67,9 @@ async def _webhooks(app: web.Application) -> AsyncIterator[None]:
 async def _adapter(app: web.Application) -> AsyncIterator[None]:
     """Join the cluster before serving; leave it (members removed at once) on the way out."""
     hub = app[HUB]
-    await hub.adapter.start(hub)
+    adapter = hub.adapter
+    app[READINESS].add_check(lambda: None if adapter.healthy else f"{adapter.name} link down")
+    await adapter.start(hub)
     yield
     await hub.adapter.close()
 

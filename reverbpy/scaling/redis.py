@@ -95,7 +95,10 @@ class RedisAdapter:
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(PUBLISH_QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
         self._healthy = False
+        self._closing = False
         self.dropped = 0
+        self.publish_batches = 0
+        self.publish_seconds = 0.0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -132,11 +135,13 @@ class RedisAdapter:
         ]
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Bounded: redis-py may turn a cancellation inside a command into a ConnectionError,
+        # which the loops would otherwise treat as an outage and retry.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._forget_node(self.node_id), 3)
@@ -164,25 +169,30 @@ class RedisAdapter:
     async def _publisher(self) -> None:
         """One connection, one queue: envelopes leave in the order they were published."""
         assert self._redis is not None
-        while True:
+        while not self._closing:
             message = await self._outbox.get()
             batch = [message]
             while not self._outbox.empty() and len(batch) < 512:
                 batch.append(self._outbox.get_nowait())
             try:
+                started = time.perf_counter()
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for item in batch:
                         pipe.publish(self._topic, item)
                     await pipe.execute()
+                self.publish_batches += 1
+                self.publish_seconds += time.perf_counter() - started
             except Exception as exc:
                 self.dropped += len(batch)
+                if self._closing:
+                    return
                 self._lost(exc)
 
     async def _listen(self) -> None:
         """Subscribe, deliver, and on any failure resubscribe with backoff."""
         assert self._redis is not None
         backoff = 0.1
-        while True:
+        while not self._closing:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._topic)
@@ -200,6 +210,8 @@ class RedisAdapter:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             except Exception as exc:
+                if self._closing:
+                    return
                 self._lost(exc)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -167,6 +167,10 @@ async def test_redis_outage_local_clients_keep_working(http: aiohttp.ClientSessi
         assert (await ca.recv())["data"] == "local"
         async with http.get(f"{a.http_url}/up") as r:
             assert r.status == 200 and (await r.json())["health"] == "DEGRADED"
+        async with http.get(f"{a.http_url}/ready") as r:
+            assert r.status == 503 and "redis link down" in (await r.json())["reason"]
+        async with http.get(f"{a.http_url}/metrics") as r:
+            assert 'reverbpy_adapter_up{adapter="redis"} 0.0' in await r.text()
         # Redis comes back on the same port: the nodes reconnect and fan out again
         proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
@@ -175,6 +179,8 @@ async def test_redis_outage_local_clients_keep_working(http: aiohttp.ClientSessi
                 if (await r1.json())["health"] == "OK" and (await r2.json())["health"] == "OK":
                     break
             await asyncio.sleep(0.1)
+        async with http.get(f"{a.http_url}/ready") as r:
+            assert r.status == 200
         await api(http, a, "POST", "/events", {"name": "n", "channel": "live", "data": "cluster again"})
         assert (await cb.recv(timeout=5))["data"] == "cluster again"
         status, body = await api(http, b, "GET", "/channels", params={"info": "subscription_count"})
