@@ -90,11 +90,14 @@ def refuse_while_draining(
     would be closed with 4200 a moment later."""
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        # Not a coroutine: it hands back the handler's awaitable, so no frame of it lives as
+        # long as the WebSocket does.
         if readiness.draining and request.headers.get("Upgrade", "").lower() == "websocket":
             raise web.HTTPServiceUnavailable(text="shutting down")
-        return await handler(request)
+        return handler(request)
 
+    middleware.websocket_aware = True  # type: ignore[attr-defined]
     return middleware
 
 

@@ -53,12 +53,15 @@ def forwarded_for(trusted: Sequence[str]) -> Middleware:
     networks = parse_networks(trusted)
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        # Returns the handler's awaitable instead of awaiting it: no frame of this function
+        # stays alive for the hours a WebSocket lasts.
         header = request.headers.get("X-Forwarded-For")
         if header:
             client = client_address(request.remote, header, networks)
             if client is not None and client != request.remote:
                 request = request.clone(remote=client)
-        return await handler(request)
+        return handler(request)
 
+    middleware.websocket_aware = True  # type: ignore[attr-defined]
     return middleware

@@ -11,7 +11,7 @@ from aiohttp import web
 from reverbpy.config import ServerConfig
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.keys import CONFIG, HUB
-from reverbpy.http_api.middleware import json_errors, signed_api
+from reverbpy.http_api.middleware import json_errors, signed_api, skip_websocket
 from reverbpy.http_api.routes import routes
 from reverbpy.hub import Hub
 from reverbpy.lifecycle import READINESS
@@ -91,4 +91,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.cleanup_ctx.append(_heartbeat)
     app.on_shutdown.append(_close_sockets)
     install_operations(app, outbox)  # /ready, /metrics, proxy and drain middlewares
+    for i, middleware in enumerate(app.middlewares):
+        if not getattr(middleware, "websocket_aware", False):
+            app.middlewares[i] = skip_websocket(middleware)
     return app

@@ -39,6 +39,7 @@ from reverbpy.registry import AppState
 log = logging.getLogger("reverbpy.websocket")
 
 SUPPORTED_PROTOCOLS = range(4, 8)
+_END = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 MAX_MESSAGE_SIZE_REASON = "Maximum message size exceeded"
 
 
@@ -101,7 +102,13 @@ class WebSocketHandler:
         self.hub = hub
         self.outbox = outbox
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """One socket, from the upgrade to the close.
+
+        Written as a single coroutine reading with ``receive()``: every extra frame on this
+        path (an ``async for``, a helper coroutine) lives as long as the socket, and that
+        adds up over tens of thousands of sockets.
+        """
         key = request.match_info["key"]
         state = self.hub.registry.by_key(key)
         max_size = state.app.max_message_size if state is not None else 10_000
@@ -122,39 +129,41 @@ class WebSocketHandler:
         self.hub.connect(state, conn)
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
         WIRE.connected(conn, request)
+        session = conn.session
         try:
-            await self._serve(ws, state, conn)
+            while True:
+                msg = await ws.receive()
+                if msg.type in _END:
+                    break
+                conn.touch(time.monotonic())
+                WIRE.received(conn, msg)
+                if msg.type is WSMsgType.TEXT:
+                    actions = session.receive(msg.data)
+                    # Only joining and leaving wait on the cluster; the rest runs without a
+                    # coroutine per message (client events are the hot case here).
+                    if actions and isinstance(actions[0], Join | Leave):
+                        await self._execute(state, conn, actions)
+                    else:
+                        self._apply(state, conn, actions)
+                elif msg.type is WSMsgType.PING:
+                    conn.uses_control_frames = True
+                    conn.flush()
+                    await ws.pong(msg.data)
+                elif msg.type is WSMsgType.PONG:
+                    conn.uses_control_frames = True
+                elif msg.type is WSMsgType.BINARY:
+                    self._apply(
+                        state,
+                        conn,
+                        error_actions(invalid_message("Binary frames are not supported")),
+                    )
+                # After conn.close() the loop ends when the closing handshake does, so the
+                # client receives our close code rather than aiohttp's default 1000.
         finally:
             conn.closed = True
             WIRE.disconnected(conn, ws.close_code)
             await self.hub.disconnect(state, conn)
         return ws
-
-    async def _serve(self, ws: web.WebSocketResponse, state: AppState, conn: Connection) -> None:
-        session = conn.session
-        async for msg in ws:
-            conn.touch(time.monotonic())
-            WIRE.received(conn, msg)
-            if msg.type is WSMsgType.TEXT:
-                actions = session.receive(msg.data)
-                # Only joining and leaving wait on the cluster; the rest runs without a
-                # coroutine per message (client events are the hot case here).
-                if actions and isinstance(actions[0], Join | Leave):
-                    await self._execute(state, conn, actions)
-                else:
-                    self._apply(state, conn, actions)
-            elif msg.type is WSMsgType.PING:
-                conn.uses_control_frames = True
-                conn.flush()
-                await ws.pong(msg.data)
-            elif msg.type is WSMsgType.PONG:
-                conn.uses_control_frames = True
-            elif msg.type is WSMsgType.BINARY:
-                self._apply(
-                    state, conn, error_actions(invalid_message("Binary frames are not supported"))
-                )
-            # After conn.close() the loop ends when the closing handshake does, so the
-            # client receives our close code rather than aiohttp's default 1000.
 
     def _apply(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
         """Carry out actions that need no waiting (everything but ``Join`` and ``Leave``)."""

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from reverbpy.http_api.errors import ApiError
 from reverbpy.http_api.keys import APP_STATE, BODY, CONFIG, HUB
@@ -17,6 +18,8 @@ log = logging.getLogger("reverbpy.http_api")
 
 SIGNED_BY_KEY = "signed-by-key"
 """Route name for API routes without ``{app_id}``: the app is the one ``auth_key`` names."""
+
+WEBSOCKET_ROUTE = "pusher-websocket"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,3 +84,17 @@ async def signed_api(request: web.Request, handler: Handler) -> web.StreamRespon
     request[APP_STATE] = state
     request[BODY] = body
     return await handler(request)
+
+
+def skip_websocket(inner: Middleware) -> Middleware:
+    """Run ``inner`` for HTTP routes only. The WebSocket handler runs for as long as the
+    socket lives, and each middleware awaiting it would keep a frame alive that long: for
+    20,000 sockets and five middlewares, megabytes of memory doing nothing."""
+
+    @web.middleware
+    def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        if request.match_info.route.name == WEBSOCKET_ROUTE:
+            return handler(request)
+        return inner(request, handler)
+
+    return middleware

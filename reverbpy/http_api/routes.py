@@ -5,14 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from reverbpy.http_api import channels, events
-from reverbpy.http_api.middleware import SIGNED_BY_KEY
+from reverbpy.http_api.middleware import SIGNED_BY_KEY, WEBSOCKET_ROUTE
 from reverbpy.websocket import WebSocketHandler
 
 
 def routes(prefix: str, websocket: WebSocketHandler) -> list[web.RouteDef]:
     p = prefix
     return [
-        web.get(f"{p}/app/{{key}}", websocket),
+        web.get(f"{p}/app/{{key}}", websocket.handle, name=WEBSOCKET_ROUTE),
         web.get(f"{p}/up", channels.health),
         web.post(f"{p}/apps/{{app_id}}/events", events.trigger),
         web.post(f"{p}/apps/{{app_id}}/batch_events", events.trigger_batch),
