@@ -169,9 +169,10 @@ class WebSocketHandler:
         """Carry out actions that need no waiting (everything but ``Join`` and ``Leave``)."""
         hub = self.hub
         for action in actions:
+            if type(action) is Whisper:  # the hot case, without pattern matching
+                hub.whisper(state, conn, action.channel, action.event, action.data, action.user_id)
+                continue
             match action:
-                case Whisper(channel, event, data, user_id):
-                    hub.whisper(state, conn, channel, event, data, user_id)
                 case Reply(frame):
                     conn.send(frame)
                     WIRE.replied(conn, frame)
