@@ -10,6 +10,7 @@ from aiohttp import web
 
 from reverbpy.config import AppConfig
 from reverbpy.metrics import WIRE
+from reverbpy.protocol import messages
 from reverbpy.protocol.frames import text_frame
 
 if TYPE_CHECKING:
@@ -109,6 +110,11 @@ class Connection:
             task.add_done_callback(_closing_tasks.discard)
         else:
             self.send(payload)
+
+    def fail(self, code: int, reason: str) -> None:
+        """A fatal error: ``pusher:error`` tells the client why, the close code what to do."""
+        self.send(messages.error(code, reason))
+        self.close(code, reason)
 
     def close(self, code: int, reason: str) -> None:
         """Flush what is queued, then close with ``code``; safe to call more than once."""

@@ -227,8 +227,7 @@ class Hub:
     def _terminate_local(self, state: AppState, user_id: str) -> int:
         sockets = list(state.users.get(user_id, ()))
         for conn in sockets:
-            conn.send(messages.error(ErrorCode.UNAUTHORIZED, "You got disconnected by the app."))
-            conn.close(ErrorCode.UNAUTHORIZED, "You got disconnected by the app.")
+            conn.fail(ErrorCode.UNAUTHORIZED, "You got disconnected by the app.")
         return len(sockets)
 
     # --- HTTP API side --------------------------------------------------------------------
@@ -360,14 +359,7 @@ class Hub:
 
     def shutdown(self, reason: str = "Server shutting down") -> int:
         """Tell every client to reconnect (4200: pusher-js retries at once, ideally elsewhere)."""
-        count = 0
-        for state in self.registry.apps.values():
-            for conn in list(state.connections.values()):
-                if not conn.closed:
-                    conn.send(messages.error(ErrorCode.GENERIC_RECONNECT, reason))
-                    conn.close(ErrorCode.GENERIC_RECONNECT, reason)
-                    count += 1
-        return count
+        return close_all(self.registry.apps.values(), ErrorCode.GENERIC_RECONNECT, reason)
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -390,13 +382,11 @@ class Hub:
                     and not _authorized(conn)
                 ):
                     reason = "Connection not authorized within timeout."
-                    conn.send(messages.error(ErrorCode.UNAUTHORIZED, reason))
-                    conn.close(ErrorCode.UNAUTHORIZED, reason)
+                    conn.fail(ErrorCode.UNAUTHORIZED, reason)
                 elif conn.pinged_at is not None:
                     if now - conn.pinged_at >= app.pong_timeout:
                         reason = "Pong reply not received in time"
-                        conn.send(messages.error(ErrorCode.PONG_NOT_RECEIVED, reason))
-                        conn.close(ErrorCode.PONG_NOT_RECEIVED, reason)
+                        conn.fail(ErrorCode.PONG_NOT_RECEIVED, reason)
                 elif now - conn.last_seen >= app.ping_interval:
                     conn.ping(now, messages.PING)
             if (
@@ -410,6 +400,17 @@ class Hub:
                         self._send_subscription_count(state, channel)
                 state.subscription_count_dirty.clear()
             state.expire_cache(now)
+
+
+def close_all(states: Iterable[AppState], code: int, reason: str) -> int:
+    """Fail every open socket of these apps with ``code``; returns how many."""
+    count = 0
+    for state in states:
+        for conn in list(state.connections.values()):
+            if not conn.closed:
+                conn.fail(code, reason)
+                count += 1
+    return count
 
 
 def _authorized(conn: Connection) -> bool:

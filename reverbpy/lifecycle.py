@@ -37,8 +37,8 @@ from reverbpy import logs
 from reverbpy.config import AppConfig, ConfigError, ServerConfig
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.keys import CONFIG, HUB
+from reverbpy.hub import close_all
 from reverbpy.metrics import METRICS, WIRE, Metrics, http_metrics
-from reverbpy.protocol import messages
 from reverbpy.protocol.errors import ErrorCode
 from reverbpy.proxies import forwarded_for
 from reverbpy.registry import AppState
@@ -105,14 +105,7 @@ def refuse_while_draining(
 
 
 def _close(states: Iterable[AppState], reason: str) -> int:
-    count = 0
-    for state in states:
-        for conn in list(state.connections.values()):
-            if not conn.closed:
-                conn.send(messages.error(ErrorCode.APP_DISABLED, reason))
-                conn.close(ErrorCode.APP_DISABLED, reason)
-                count += 1
-    return count
+    return close_all(states, ErrorCode.APP_DISABLED, reason)
 
 
 def reload_apps(app: web.Application, apps: tuple[AppConfig, ...]) -> dict[str, list[str]]:

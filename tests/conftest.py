@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,3 +132,28 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     s = start_server(tmp_path_factory.mktemp("srv"))
     yield s
     s.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP/WebSocket client session for raw-frame and HTTP API tests."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def js() -> AsyncIterator[Any]:
+    """Real pusher-js / laravel-echo clients under Node (tests/js/client.mjs)."""
+    from tests.functional.jsclient import JSClients
+
+    async with JSClients() as clients:
+        yield clients
+
+
+@pytest.fixture
+async def auth_endpoint(server: ServerProcess) -> AsyncIterator[Any]:
+    """Echo's /broadcasting/auth, signing with the official pusher SDK."""
+    from tests.functional.jsclient import AuthEndpoint
+
+    async with AuthEndpoint(server) as endpoint:
+        yield endpoint

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,18 +22,6 @@ from tests.functional.jsclient import (
 )
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture
-async def js() -> AsyncIterator[JSClients]:
-    async with JSClients() as clients:
-        yield clients
-
-
-@pytest.fixture
-async def auth_endpoint(server: ServerProcess) -> AsyncIterator[AuthEndpoint]:
-    async with AuthEndpoint(server) as endpoint:
-        yield endpoint
 
 
 def laravel_user(user_id: int, name: str) -> dict[str, str]:

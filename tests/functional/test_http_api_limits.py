@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -10,12 +9,6 @@ import pytest
 
 from tests.conftest import ServerProcess, start_server
 from tests.functional.raw import api, connect, signed_url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def event(**kw: object) -> dict[str, object]:

@@ -6,20 +6,12 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from tests.conftest import ServerProcess, start_server
 from tests.functional.raw import Client, api, connect
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def signin(c: Client, server: ServerProcess, user_data: str) -> dict[str, object]:

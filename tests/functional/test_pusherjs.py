@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,18 +26,6 @@ from tests.functional.jsclient import (
 )
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture
-async def js() -> AsyncIterator[JSClients]:
-    async with JSClients() as clients:
-        yield clients
-
-
-@pytest.fixture
-async def auth_endpoint(server: ServerProcess) -> AsyncIterator[AuthEndpoint]:
-    async with AuthEndpoint(server) as endpoint:
-        yield endpoint
 
 
 def user(user_id: str, name: str) -> dict[str, str]:

@@ -183,12 +183,6 @@ async def peers(server: ServerProcess, backend: Backend) -> AsyncIterator[Peers]
         await p.close()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def signed_in(peer: Peer, user_id: str) -> str:
     """pusher.signin(), then wait until pusher-js holds the user and its #server-to-user channel is live."""
     if not peer.seen("connected"):

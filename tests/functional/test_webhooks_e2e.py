@@ -87,12 +87,6 @@ Start = Callable[..., Awaitable[tuple[ServerProcess, Receiver]]]
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def hooked(tmp_path: Path) -> AsyncIterator[Start]:
     """``await hooked(targets, **env)``: a receiver, then a server whose webhooks point at it.
 

@@ -7,7 +7,6 @@ import base64
 import os
 import re
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -16,12 +15,6 @@ import pytest
 
 from tests.conftest import ServerProcess, start_server
 from tests.functional.raw import api, connect
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_handshake(http: aiohttp.ClientSession, server: ServerProcess) -> None:

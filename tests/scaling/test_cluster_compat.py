@@ -30,12 +30,6 @@ FLUSH = "." + FLUSH_EVENT
 
 
 @pytest.fixture
-async def js() -> AsyncIterator[JSClients]:
-    async with JSClients() as clients:
-        yield clients
-
-
-@pytest.fixture
 async def auth_endpoint(cluster: list[ServerProcess]) -> AsyncIterator[AuthEndpoint]:
     # Every node has the same app; the endpoint signs with its secret (as a Laravel app would).
     async with AuthEndpoint(cluster[2]) as endpoint:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -16,12 +15,6 @@ from tests.conftest import ServerProcess, start_server
 from tests.functional.raw import Client, api, connect
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def presence(c: Client, node: ServerProcess, channel: str, user: str) -> dict[str, object]:
