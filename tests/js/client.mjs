@@ -21,40 +21,14 @@
 //   Echo: {"type":"echo_event",channel,listener,data,metadata}, {"type":"echo_whisper",channel,whisper,data,metadata},
 //   {"type":"echo_subscribed",channel}, {"type":"echo_error",channel,error},
 //   {"type":"echo_here"|"echo_joining"|"echo_leaving",channel,…}.
-import readline from 'node:readline';
+import { bindEvent as bindOn, emit, membersOf, observeChannel, safe, serveCommands } from './harness.mjs';
+
+const bindEvent = (name, event) => bindOn(pusher, name, event);
 import Pusher from 'pusher-js';
 import Echo from 'laravel-echo';
 
 const config = JSON.parse(process.argv[2] ?? '{}');
 
-function safe(value) {
-  // JSON-able copy of anything pusher-js hands us (errors may hold sockets with cycles).
-  const seen = new WeakSet();
-  try {
-    return JSON.parse(
-      JSON.stringify(value ?? null, (k, v) => {
-        if (v instanceof Error) return { name: v.name, message: v.message };
-        if (typeof v === 'object' && v !== null) {
-          if (seen.has(v)) return '[cycle]';
-          seen.add(v);
-        }
-        if (typeof v === 'function') return undefined;
-        return v;
-      }),
-    );
-  } catch (e) {
-    return String(value);
-  }
-}
-
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-function membersOf(members) {
-  if (!members) return null;
-  return { count: members.count, me: safe(members.me), members: safe(members.members) };
-}
 
 const pusherOptions = {
   cluster: '',
@@ -107,35 +81,6 @@ pusher.connection.bind('message', (m) => {
 
 // --- pusher-js API -------------------------------------------------------------------------
 
-function observeChannel(channel, name) {
-  channel.bind_global((event, data) => {
-    switch (event) {
-      case 'pusher:subscription_succeeded':
-        if (name.startsWith('presence-')) emit({ type: 'subscription_succeeded', channel: name, members: membersOf(data) });
-        else emit({ type: 'subscription_succeeded', channel: name, data: safe(data) });
-        break;
-      case 'pusher:subscription_error':
-        emit({ type: 'subscription_error', channel: name, data: safe(data) });
-        break;
-      case 'pusher:member_added':
-        emit({ type: 'member_added', channel: name, member: safe(data) });
-        break;
-      case 'pusher:member_removed':
-        emit({ type: 'member_removed', channel: name, member: safe(data) });
-        break;
-      default:
-        emit({ type: 'event', channel: name, event, data: safe(data) });
-    }
-  });
-}
-
-function bindEvent(name, event) {
-  const channel = pusher.channel(name);
-  if (!channel) throw new Error(`not subscribed to ${name}`);
-  channel.bind(event, (data, metadata) =>
-    emit({ type: 'bound', channel: name, event, data: safe(data), metadata: safe(metadata ?? null) }),
-  );
-}
 
 // --- Laravel Echo API ----------------------------------------------------------------------
 
@@ -230,22 +175,4 @@ function run(cmd) {
   }
 }
 
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  if (!line.trim()) return;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (e) {
-    emit({ type: 'ack', id: null, error: `bad command JSON: ${e.message}` });
-    return;
-  }
-  try {
-    const result = run(cmd);
-    emit({ type: 'ack', id: cmd.id ?? null, result: safe(result ?? null) });
-  } catch (e) {
-    emit({ type: 'ack', id: cmd.id ?? null, error: String(e && e.message ? e.message : e) });
-  }
-});
-// The test harness closing our stdin means the test is over.
-rl.on('close', () => process.exit(0));
+serveCommands(run);

@@ -30,38 +30,13 @@
 //     {"type":"member_added"|"member_removed",channel,member}
 //     {"type":"event",channel,event,data}                  other channel events (bind_global)
 //     {"type":"bound",channel,event,data,metadata}         channel.bind(event, …) callbacks
-import readline from 'node:readline';
+import { bindEvent as bindOn, emit, membersOf, observeChannel, safe, serveCommands } from './harness.mjs';
+
+const bindEvent = (name, event) => bindOn(pusher, name, event);
 import Pusher from 'pusher-js';
 
 const config = JSON.parse(process.argv[2] ?? '{}');
 
-function safe(value) {
-  const seen = new WeakSet();
-  try {
-    return JSON.parse(
-      JSON.stringify(value ?? null, (k, v) => {
-        if (v instanceof Error) return { name: v.name, message: v.message };
-        if (typeof v === 'object' && v !== null) {
-          if (seen.has(v)) return '[cycle]';
-          seen.add(v);
-        }
-        if (typeof v === 'function') return undefined;
-        return v;
-      }),
-    );
-  } catch (e) {
-    return String(value);
-  }
-}
-
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-function membersOf(members) {
-  if (!members) return null;
-  return { count: members.count, me: safe(members.me), members: safe(members.members) };
-}
 
 // The app's userAuthentication custom handler: ask the app's backend (a Python endpoint signing
 // with the official SDK) for {auth, user_data}, as a browser app would with its own fetch.
@@ -135,35 +110,6 @@ pusher.connection.bind('message', (m) => {
 });
 pusher.user.bind('pusher:signin_error', (data) => emit({ type: 'signin_error', data: safe(data) }));
 
-function observeChannel(channel, name) {
-  channel.bind_global((event, data) => {
-    switch (event) {
-      case 'pusher:subscription_succeeded':
-        if (name.startsWith('presence-')) emit({ type: 'subscription_succeeded', channel: name, members: membersOf(data) });
-        else emit({ type: 'subscription_succeeded', channel: name, data: safe(data) });
-        break;
-      case 'pusher:subscription_error':
-        emit({ type: 'subscription_error', channel: name, data: safe(data) });
-        break;
-      case 'pusher:member_added':
-        emit({ type: 'member_added', channel: name, member: safe(data) });
-        break;
-      case 'pusher:member_removed':
-        emit({ type: 'member_removed', channel: name, member: safe(data) });
-        break;
-      default:
-        emit({ type: 'event', channel: name, event, data: safe(data) });
-    }
-  });
-}
-
-function bindEvent(name, event) {
-  const channel = pusher.channel(name);
-  if (!channel) throw new Error(`not subscribed to ${name}`);
-  channel.bind(event, (data, metadata) =>
-    emit({ type: 'bound', channel: name, event, data: safe(data), metadata: safe(metadata ?? null) }),
-  );
-}
 
 async function run(cmd) {
   switch (cmd.cmd) {
@@ -215,21 +161,4 @@ async function run(cmd) {
   }
 }
 
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', async (line) => {
-  if (!line.trim()) return;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (e) {
-    emit({ type: 'ack', id: null, error: `bad command JSON: ${e.message}` });
-    return;
-  }
-  try {
-    const result = await run(cmd);
-    emit({ type: 'ack', id: cmd.id ?? null, result: safe(result ?? null) });
-  } catch (e) {
-    emit({ type: 'ack', id: cmd.id ?? null, error: String(e && e.message ? e.message : e) });
-  }
-});
-rl.on('close', () => process.exit(0));
+serveCommands(run);
