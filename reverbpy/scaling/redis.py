@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("reverbpy.scaling.redis")
 
 HEARTBEAT = 2.0
+POOL_SIZE = 32
 MAX_BACKOFF = 5.0
 PUBLISH_QUEUE = 100_000
 
@@ -96,6 +97,7 @@ class RedisAdapter:
         self._tasks: list[asyncio.Task[None]] = []
         self._healthy = False
         self._closing = False
+        self._recovering = asyncio.Lock()
         self.dropped = 0
         self.publish_batches = 0
         self.publish_seconds = 0.0
@@ -107,22 +109,28 @@ class RedisAdapter:
         return self._healthy
 
     async def start(self, hub: Hub) -> None:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
 
         self._hub = hub
         hub.node_id = self.node_id
-        self._redis = Redis.from_url(
+        # A bounded pool that makes callers wait for a free connection: 2,000 sockets joining
+        # at once must queue for Redis, not open 2,000 connections (or fail on the 101st).
+        pool = BlockingConnectionPool.from_url(
             self._url.reveal(),
+            max_connections=POOL_SIZE,
+            timeout=5,
             socket_connect_timeout=2,
             decode_responses=True,
             socket_timeout=5,
             health_check_interval=10,
         )
+        self._redis = Redis(connection_pool=pool)
         self._join = self._redis.register_script(_PRESENCE_JOIN)
         self._leave = self._redis.register_script(_PRESENCE_LEAVE)
         self._subs = self._redis.register_script(_SUBS_DELTA)
         try:
             await self._register()
+            self._healthy = True
         except Exception as exc:
             log.warning(
                 "Redis unreachable at start (%s); serving local clients, will retry",
@@ -153,7 +161,6 @@ class RedisAdapter:
     async def _register(self) -> None:
         assert self._redis is not None
         await self._redis.zadd(self._key("nodes"), {self.node_id: time.time()})
-        self._healthy = True
 
     # --- fan-out ----------------------------------------------------------------------------
 
@@ -226,25 +233,33 @@ class RedisAdapter:
         self._healthy = False
 
     async def _recover(self) -> None:
-        """Back after an outage: re-register this node and re-add its sockets' state."""
+        """Back after an outage: re-register this node and re-add its sockets' state.
+
+        Called by whichever loop notices Redis answering again (the listener after it
+        resubscribes, the heartbeat otherwise); the lock makes it run once.
+        """
         assert self._redis is not None and self._hub is not None
-        await self._forget_node(self.node_id)
-        await self._register()
-        for state in self._hub.registry.apps.values():
-            await self._redis.hset(
-                self._key("conns", state.app.id), self.node_id, len(state.connections)
-            )
-            for channel in list(state.channels.values()):
-                for conn in list(channel.subscribers.values()):
-                    member = conn.session.subscriptions.get(channel.name)
-                    if member is not None:
-                        await self._presence_join(
-                            state, channel.name, conn.socket_id, member, cap=0
+        async with self._recovering:
+            if self._healthy:
+                return
+            await self._forget_node(self.node_id)
+            await self._register()
+            for state in self._hub.registry.apps.values():
+                await self._redis.hset(
+                    self._key("conns", state.app.id), self.node_id, len(state.connections)
+                )
+                for channel in list(state.channels.values()):
+                    for conn in list(channel.subscribers.values()):
+                        member = conn.session.subscriptions.get(channel.name)
+                        if member is not None:
+                            await self._presence_join(
+                                state, channel.name, conn.socket_id, member, cap=0
+                            )
+                        await self._subs(
+                            keys=self._subs_keys(state),
+                            args=[channel.name, self._node_field(state, channel.name), 1],
                         )
-                    await self._subs(
-                        keys=self._subs_keys(state),
-                        args=[channel.name, self._node_field(state, channel.name), 1],
-                    )
+            self._healthy = True
         log.info("Redis is back: node %s re-registered", self.node_id)
 
     # --- presence ---------------------------------------------------------------------------
@@ -364,9 +379,10 @@ class RedisAdapter:
         assert self._redis is not None and self._hub is not None
         while True:
             await asyncio.sleep(HEARTBEAT)
-            if not self._healthy:
-                continue
             try:
+                if not self._healthy:
+                    await self._recover()
+                    continue
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.zadd(self._key("nodes"), {self.node_id: time.time()})
                     for state in self._hub.registry.apps.values():

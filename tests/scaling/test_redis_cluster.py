@@ -199,3 +199,19 @@ async def test_keys_live_under_the_prefix(http: aiohttp.ClientSession, cluster: 
         assert not [k for k in await r.keys("*") if "presence-p" in k and not k.startswith(prefix + ":")]
     finally:
         await r.aclose()
+
+
+async def test_a_burst_of_subscriptions_stays_consistent(http: aiohttp.ClientSession, cluster: list[ServerProcess]) -> None:
+    """300 sockets subscribing at once queue for Redis connections instead of failing
+    (the pool is bounded) and every one is counted cluster-wide."""
+    a, _, api_node = cluster
+    many = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # aiohttp's default is 100 sockets
+    clients = await asyncio.gather(*(connect(many, a) for _ in range(300)))
+    oks = await asyncio.gather(*(c.subscribe("burst") for c in clients))
+    assert all(ok["event"] == "pusher_internal:subscription_succeeded" for ok in oks)
+    status, body = await api(http, api_node, "GET", "/channels/burst", params={"info": "subscription_count"})
+    assert body == {"occupied": True, "subscription_count": 300}
+    async with http.get(f"{a.http_url}/up") as r:
+        assert (await r.json())["health"] == "OK"
+    assert "lost Redis" not in a.log()
+    await many.close()
