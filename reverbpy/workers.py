@@ -14,31 +14,48 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 REUSEPORT_ENV = "REVERBPY_REUSEPORT"
 STARTUP_GRACE = 3.0
 
 
+_PARENT_ONLY = ("--workers", "--pid-file")
+
+
 def worker_argv(argv: Sequence[str]) -> list[str]:
-    """The parent's arguments with ``--workers`` removed (a worker serves; it does not fork)."""
+    """The parent's arguments without ``--workers`` (a worker serves; it does not fork) and
+    ``--pid-file`` (the parent's pid goes there: it forwards SIGHUP to every worker)."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg == "--workers":
+        if arg in _PARENT_ONLY:
             skip = True
             continue
-        if arg.startswith("--workers="):
+        if arg.startswith(tuple(f"{flag}=" for flag in _PARENT_ONLY)):
             continue
         out.append(arg)
     return out
 
 
+def _pid_file(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--pid-file" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--pid-file="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def supervise(count: int, argv: Sequence[str]) -> int:
     cmd = [sys.executable, "-m", "reverbpy", *worker_argv(argv), "--workers", "1"]
+    pid_file = _pid_file(argv)
+    if pid_file:
+        Path(pid_file).write_text(f"{os.getpid()}\n")
     env = {**os.environ, REUSEPORT_ENV: "1"}
     started = time.monotonic()
     workers = [subprocess.Popen(cmd, env=env) for _ in range(count)]
@@ -80,4 +97,6 @@ def supervise(count: int, argv: Sequence[str]) -> int:
             time.sleep(min(5.0, 0.2 * restarts))
             workers[i] = subprocess.Popen(cmd, env=env)
         if stopping and all(p.poll() is not None for p in workers):
+            if pid_file:
+                Path(pid_file).unlink(missing_ok=True)
             return 0

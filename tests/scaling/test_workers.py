@@ -26,8 +26,11 @@ def test_workers_without_redis_is_a_start_up_error() -> None:
 
 
 async def test_two_workers_share_one_port(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
-    server = start_server(tmp_path, extra_env=cluster_env, args=["--workers", "2"])
+    pid_file = tmp_path / "reverbpy.pid"
+    server = start_server(tmp_path, extra_env=cluster_env, args=["--workers", "2", "--pid-file", str(pid_file)])
     try:
+        assert server.proc is not None
+        assert pid_file.read_text().strip() == str(server.proc.pid)  # the supervisor: it forwards SIGHUP
         clients = [await connect(http, server) for _ in range(12)]
         for c in clients:
             await c.subscribe("fan")
@@ -40,3 +43,10 @@ async def test_two_workers_share_one_port(http: aiohttp.ClientSession, tmp_path:
     finally:
         server.stop()
     assert server.proc is not None and server.proc.returncode == 0
+
+
+def test_worker_arguments() -> None:
+    from reverbpy.workers import worker_argv
+
+    argv = ["serve", "--port", "8080", "--workers", "2", "--pid-file", "/run/r.pid", "--workers=3", "--debug"]
+    assert worker_argv(argv) == ["serve", "--port", "8080", "--debug"]
