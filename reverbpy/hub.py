@@ -67,6 +67,12 @@ class Hub:
             except PresenceFull:
                 await self.adapter.subscriptions_changed(state, name, -1)
                 raise presence_full(state.app, name) from None
+        if channel_kind(name).cache and state.cached(name, time.monotonic()) is None:
+            shared = await self.adapter.cache_get(state, name)
+            if shared is not None:
+                event, data, left = shared
+                payload = messages.channel_event(event, name, data)
+                state.cache[name] = CachedEvent(payload, data, event, time.monotonic() + left)
         if conn.closed:  # it went away while the cluster was asked: undo
             if cluster is not None and member is not None:
                 await self.adapter.presence_leave(state, name, conn.socket_id, member)
@@ -181,13 +187,11 @@ class Hub:
 
     def connect(self, state: AppState, conn: Connection) -> None:
         state.connections[conn.socket_id] = conn
-        self.adapter.connections_changed(state, +1)
 
     async def disconnect(self, state: AppState, conn: Connection) -> None:
         """Forget a closed socket: leave every channel (presence members leave too)."""
         if state.connections.pop(conn.socket_id, None) is None:
             return
-        self.adapter.connections_changed(state, -1)
         session = conn.session
         subscriptions = list(session.subscriptions.items())
         session.subscriptions.clear()
@@ -244,6 +248,9 @@ class Hub:
         self._publish(
             state, {"t": "event", "c": channels, "e": event, "d": data, "x": except_socket_id}
         )
+        for name in channels:
+            if channel_kind(name).cache:  # kept in Redis too, for nodes started later
+                self.adapter.cache_set(state, name, event, data, state.app.cache_ttl)
         return self._deliver_event(state, channels, event, data, except_socket_id)
 
     def _deliver_event(

@@ -73,7 +73,9 @@ def origin_allowed(app: AppConfig, origin: str | None) -> bool:
     return any(fnmatchcase(host, pattern) for pattern in app.allowed_origins)
 
 
-def _door_check(request: web.Request, state: AppState | None, key: str) -> PusherError | None:
+def _door_check(
+    request: web.Request, state: AppState | None, key: str, others: int = 0
+) -> PusherError | None:
     if state is None:
         return PusherError(ErrorCode.APP_NOT_FOUND, f"App key {key} does not exist.", fatal=True)
     app = state.app
@@ -90,7 +92,8 @@ def _door_check(request: web.Request, state: AppState | None, key: str) -> Pushe
         )
     if not origin_allowed(app, request.headers.get("Origin")):
         return PusherError(ErrorCode.UNAUTHORIZED, "Origin not allowed", fatal=True)
-    if app.max_connections is not None and len(state.connections) >= app.max_connections:
+    # Cluster-wide with Redis: the other nodes' counts are refreshed by the adapter's heartbeat.
+    if app.max_connections is not None and len(state.connections) + others >= app.max_connections:
         return PusherError(
             ErrorCode.OVER_CONNECTION_QUOTA, "Application is over connection quota", fatal=True
         )
@@ -114,7 +117,8 @@ class WebSocketHandler:
         max_size = state.app.max_message_size if state is not None else 10_000
         ws = PusherWebSocketResponse(autoping=False, max_msg_size=max_size, compress=False)
         await ws.prepare(request)
-        refused = _door_check(request, state, key)
+        others = self.hub.adapter.other_connections(state) if state is not None else 0
+        refused = _door_check(request, state, key, others)
         if refused is not None or state is None:
             assert refused is not None  # state is None implies a refusal
             await ws.send_str(messages.error(refused.code, refused.message).decode())

@@ -66,7 +66,14 @@ class Adapter(Protocol):
     async def subscriptions_changed(self, state: AppState, channel: str, delta: int) -> int | None:
         """Apply a subscribe (+1) or unsubscribe (-1); returns the cluster-wide count after it."""
 
-    def connections_changed(self, state: AppState, delta: int) -> None: ...
+    def other_connections(self, state: AppState) -> int:
+        """Sockets of this app on the other nodes, as last heard (for ``max_connections``)."""
+
+    def cache_set(self, state: AppState, channel: str, event: str, data: Any, ttl: float) -> None:
+        """Share a cache channel's last event with the other nodes (fire and forget)."""
+
+    async def cache_get(self, state: AppState, channel: str) -> tuple[str, Any, float] | None:
+        """The cluster's cached ``(event, data, seconds left)`` for a channel this node lacks."""
 
     async def connection_count(self, state: AppState) -> int | None: ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reverbpy.config import ServerConfig
 from reverbpy.protocol.presence import Member
@@ -42,8 +42,14 @@ class MemoryAdapter:
     async def subscriptions_changed(self, state: AppState, channel: str, delta: int) -> int | None:
         return None
 
-    def connections_changed(self, state: AppState, delta: int) -> None:
+    def other_connections(self, state: AppState) -> int:
+        return 0
+
+    def cache_set(self, state: AppState, channel: str, event: str, data: Any, ttl: float) -> None:
         pass
+
+    async def cache_get(self, state: AppState, channel: str) -> tuple[str, Any, float] | None:
+        return None
 
     async def connection_count(self, state: AppState) -> int | None:
         return None

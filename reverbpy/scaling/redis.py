@@ -93,7 +93,9 @@ class RedisAdapter:
         self.node_id = secrets.token_hex(8)
         self._hub: Hub | None = None
         self._redis: Redis | None = None
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(PUBLISH_QUEUE)
+        # (payload, cache key, ttl ms): a cache key means SET with expiry, else PUBLISH
+        self._outbox: asyncio.Queue[tuple[bytes, str, int]] = asyncio.Queue(PUBLISH_QUEUE)
+        self._others: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._healthy = False
         self._closing = False
@@ -169,7 +171,7 @@ class RedisAdapter:
             self.dropped += 1
             return
         try:
-            self._outbox.put_nowait(orjson.dumps(envelope))
+            self._outbox.put_nowait((orjson.dumps(envelope), "", 0))
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -184,8 +186,11 @@ class RedisAdapter:
             try:
                 started = time.perf_counter()
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for item in batch:
-                        pipe.publish(self._topic, item)
+                    for payload, key, ttl_ms in batch:
+                        if key:
+                            pipe.set(key, payload, px=ttl_ms)
+                        else:
+                            pipe.publish(self._topic, payload)
                     await pipe.execute()
                 self.publish_batches += 1
                 self.publish_seconds += time.perf_counter() - started
@@ -357,10 +362,6 @@ class RedisAdapter:
             return None
         return {str(k): int(v) for k, v in raw.items() if int(v) > 0}
 
-    def connections_changed(self, state: AppState, delta: int) -> None:
-        """Counted lazily: the heartbeat writes this node's count (max_connections is per node
-        between heartbeats, cluster-wide within ``HEARTBEAT`` seconds)."""
-
     async def connection_count(self, state: AppState) -> int | None:
         if not self._healthy or self._redis is None:
             return None
@@ -372,6 +373,37 @@ class RedisAdapter:
         counts = {str(k): int(v) for k, v in raw.items()}
         counts[self.node_id] = len(state.connections)
         return sum(counts.values())
+
+    def other_connections(self, state: AppState) -> int:
+        return self._others.get(state.app.id, 0)
+
+    def cache_set(self, state: AppState, channel: str, event: str, data: Any, ttl: float) -> None:
+        if not self._healthy:
+            return
+        key = self._key("cache", state.app.id, channel)
+        try:
+            self._outbox.put_nowait(
+                (orjson.dumps({"e": event, "d": data}), key, max(1, int(ttl * 1000)))
+            )
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def cache_get(self, state: AppState, channel: str) -> tuple[str, Any, float] | None:
+        if not self._healthy or self._redis is None:
+            return None
+        key = self._key("cache", state.app.id, channel)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                raw, pttl = await pipe.execute()
+        except Exception as exc:
+            self._lost(exc)
+            return None
+        if raw is None or pttl is None or int(pttl) <= 0:
+            return None
+        entry = orjson.loads(raw)
+        return entry["e"], entry["d"], int(pttl) / 1000
 
     # --- heartbeat and reaping --------------------------------------------------------------
 
@@ -385,11 +417,18 @@ class RedisAdapter:
                     continue
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.zadd(self._key("nodes"), {self.node_id: time.time()})
-                    for state in self._hub.registry.apps.values():
+                    apps = list(self._hub.registry.apps.values())
+                    for state in apps:
                         pipe.hset(
                             self._key("conns", state.app.id), self.node_id, len(state.connections)
                         )
-                    await pipe.execute()
+                    for state in apps:
+                        pipe.hgetall(self._key("conns", state.app.id))
+                    replies = await pipe.execute()
+                for state, counts in zip(apps, replies[-len(apps) :] if apps else [], strict=True):
+                    self._others[state.app.id] = sum(
+                        int(v) for k, v in counts.items() if k != self.node_id
+                    )
                 await self._reap_dead_nodes()
             except Exception as exc:
                 self._lost(exc)

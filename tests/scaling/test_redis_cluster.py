@@ -215,3 +215,39 @@ async def test_a_burst_of_subscriptions_stays_consistent(http: aiohttp.ClientSes
         assert (await r.json())["health"] == "OK"
     assert "lost Redis" not in a.log()
     await many.close()
+
+
+async def test_cache_channels_are_shared_with_nodes_started_later(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    first = start_server(tmp_path, extra_env=cluster_env)
+    try:
+        await api(http, first, "POST", "/events", {"name": "price", "channel": "cache-ticker", "data": "42"})
+        await asyncio.sleep(0.3)
+        late = start_server(tmp_path, extra_env=cluster_env)  # was not running when it was published
+        try:
+            c = await connect(http, late)
+            assert (await c.subscribe("cache-ticker"))["event"] == "pusher_internal:subscription_succeeded"
+            assert await c.recv() == {"event": "price", "channel": "cache-ticker", "data": "42"}
+            miss = await connect(http, late)
+            await miss.subscribe("cache-never")
+            assert await miss.recv() == {"event": "pusher:cache_miss", "channel": "cache-never"}
+        finally:
+            late.stop()
+    finally:
+        first.stop()
+
+
+async def test_max_connections_is_cluster_wide(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "REVERB_APP_MAX_CONNECTIONS": "3"}
+    a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
+    try:
+        kept = [await connect(http, a), await connect(http, a), await connect(http, b)]
+        await asyncio.sleep(2.5)  # node counts travel with the 2 s heartbeat
+        refused = await connect(http, b, established=False)
+        assert (await refused.recv())["data"]["code"] == 4004
+        assert (await refused.closed())[0] == 4004
+        await kept[0].ws.close()
+        await asyncio.sleep(2.5)
+        await connect(http, b)  # a slot freed on node a is usable on node b
+    finally:
+        a.stop()
+        b.stop()
