@@ -57,9 +57,15 @@ class Hub:
         channel event reaches the client before its ``subscription_succeeded``, and once the
         client has it, every node's HTTP API counts the subscription.
         """
+        cluster_count = await self.adapter.subscriptions_changed(state, name, +1)
+        if channel_kind(name).cache and state.cached(name, time.monotonic()) is None:
+            shared = await self.adapter.cache_get(state, name)
+            if shared is not None:
+                event, data, left = shared
+                payload = messages.channel_event(event, name, data)
+                state.cache[name] = CachedEvent(payload, data, event, time.monotonic() + left)
         # The presence answer must be the last await before the socket joins the local
         # channel: a member_added relayed from another node in between would be lost to it.
-        cluster_count = await self.adapter.subscriptions_changed(state, name, +1)
         cluster = None
         if member is not None:
             try:
@@ -67,12 +73,6 @@ class Hub:
             except PresenceFull:
                 await self.adapter.subscriptions_changed(state, name, -1)
                 raise presence_full(state.app, name) from None
-        if channel_kind(name).cache and state.cached(name, time.monotonic()) is None:
-            shared = await self.adapter.cache_get(state, name)
-            if shared is not None:
-                event, data, left = shared
-                payload = messages.channel_event(event, name, data)
-                state.cache[name] = CachedEvent(payload, data, event, time.monotonic() + left)
         if conn.closed:  # it went away while the cluster was asked: undo
             if cluster is not None and member is not None:
                 await self.adapter.presence_leave(state, name, conn.socket_id, member)
