@@ -196,33 +196,58 @@ class Hub:
         subscriptions = list(session.subscriptions.items())
         session.subscriptions.clear()
         if session.user is not None:
-            self.sign_out(state, conn, session.user.id)
+            await self.sign_out(state, conn, session.user.id)
         for name, member in subscriptions:
             await self.leave(state, conn, name, member)
 
     # --- users (pusher:signin) -------------------------------------------------------------
 
-    def sign_in(
+    async def sign_in(
         self, state: AppState, conn: Connection, user_id: str, watchlist: tuple[str, ...]
     ) -> None:
+        """Record a signed-in socket; the user comes online (for watchers) on their first
+        socket in the whole cluster, and the new socket learns who of its watchlist is online."""
         first = state.sign_in(conn, user_id, watchlist)
-        if watchlist:
-            online = [u for u in watchlist if u in state.users]
-            if online:
-                conn.send(messages.watchlist_events([{"name": "online", "user_ids": online}]))
         if first:
-            self._tell_watchers(state, user_id, "online")
+            cluster_first = await self.adapter.user_signed_in(state, user_id)
+            if cluster_first if cluster_first is not None else True:
+                self._tell_watchers(state, user_id, "online")
+                self._publish(state, {"t": "online", "u": user_id})
+        if watchlist:
+            online = await self.adapter.users_online(state, watchlist)
+            if online is None:
+                online = [u for u in watchlist if u in state.users]
+            online = [u for u in online if u not in conn.session.watch_online]
+            if online:
+                conn.session.watch_online.update(online)
+                conn.send(messages.watchlist_events([{"name": "online", "user_ids": online}]))
 
-    def sign_out(self, state: AppState, conn: Connection, user_id: str) -> None:
+    async def sign_out(self, state: AppState, conn: Connection, user_id: str) -> None:
         if state.sign_out(conn, user_id):
+            cluster_last = await self.adapter.user_signed_out(state, user_id)
+            if cluster_last if cluster_last is not None else True:
+                self._tell_watchers(state, user_id, "offline")
+                self._publish(state, {"t": "offline", "u": user_id})
+
+    def user_gone(self, app_id: str, user_id: str) -> None:
+        """A dead node's signed-in user is gone from the cluster (found by the adapter)."""
+        state = self.registry.by_id(app_id)
+        if state is not None:
             self._tell_watchers(state, user_id, "offline")
+            self._publish(state, {"t": "offline", "u": user_id})
 
     def _tell_watchers(self, state: AppState, user_id: str, name: str) -> None:
         watchers = state.watchers.get(user_id)
-        if watchers:
-            broadcast(
-                list(watchers), messages.watchlist_events([{"name": name, "user_ids": [user_id]}])
-            )
+        if not watchers:
+            return
+        coming = name == "online"
+        targets = [c for c in watchers if (user_id in c.session.watch_online) != coming]
+        for conn in targets:
+            if coming:
+                conn.session.watch_online.add(user_id)
+            else:
+                conn.session.watch_online.discard(user_id)
+        broadcast(targets, messages.watchlist_events([{"name": name, "user_ids": [user_id]}]))
 
     def terminate_user(self, state: AppState, user_id: str) -> int:
         self._publish(state, {"t": "terminate", "u": user_id})
@@ -320,6 +345,8 @@ class Hub:
                     )
             case "terminate":
                 self._terminate_local(state, str(envelope["u"]))
+            case "online" | "offline":
+                self._tell_watchers(state, str(envelope["u"]), envelope["t"])
 
     def member_gone(self, app_id: str, channel_name: str, user_id: Any) -> None:
         """A dead node's member left the cluster (found by the adapter): tell everyone once."""

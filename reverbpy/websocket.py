@@ -59,6 +59,11 @@ class PusherWebSocketResponse(web.WebSocketResponse):
         return await super().close(code=code, message=message, drain=drain)
 
 
+def _waits(actions: list[Action]) -> bool:
+    """Actions that need the cluster's answer: joining, leaving, signing in."""
+    return any(isinstance(a, Join | Leave | SignIn) for a in actions)
+
+
 def new_socket_id() -> str:
     return f"{secrets.randbelow(10**9) + 1}.{secrets.randbelow(10**9) + 1}"
 
@@ -145,7 +150,7 @@ class WebSocketHandler:
                     actions = session.receive(msg.data)
                     # Only joining and leaving wait on the cluster; the rest runs without a
                     # coroutine per message (client events are the hot case here).
-                    if actions and isinstance(actions[0], Join | Leave):
+                    if actions and type(actions[0]) is not Whisper and _waits(actions):
                         await self._execute(state, conn, actions)
                     else:
                         self._apply(state, conn, actions)
@@ -180,8 +185,8 @@ class WebSocketHandler:
                 case Reply(frame):
                     conn.send(frame)
                     WIRE.replied(conn, frame)
-                case SignIn(user_id, _info, watchlist):
-                    hub.sign_in(state, conn, user_id, watchlist)
+                case SignIn():
+                    raise AssertionError("SignIn goes through _execute")  # pragma: no cover
                 case Close(code, reason):
                     conn.close(code, reason)
 
@@ -199,5 +204,7 @@ class WebSocketHandler:
                         )
                 case Leave(channel, member):
                     await hub.leave(state, conn, channel, member)
+                case SignIn(user_id, _info, watchlist):
+                    await hub.sign_in(state, conn, user_id, watchlist)
                 case _:
                     self._apply(state, conn, [action])

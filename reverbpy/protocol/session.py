@@ -92,6 +92,9 @@ class Session:
     subscriptions: dict[str, Member | None] = field(default_factory=dict)
     user: SignedInUser | None = None
     watchlist: tuple[str, ...] = ()
+    watch_online: set[str] = field(default_factory=set)
+    """Watched users this client was last told are online: events only on a change, however
+    many nodes report it or in whatever order."""
     _client_events: PerSecond = field(init=False)
     _frame_size: int = 0
 

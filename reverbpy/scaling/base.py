@@ -23,7 +23,7 @@ Envelope = dict[str, Any]
 Kinds: ``event`` (API trigger: ``c`` channels, ``e`` event, ``d`` data, ``x`` excluded socket),
 ``client`` (client event: ``c`` channel, ``e``, ``d``, ``u`` user id, ``x`` sender),
 ``member_added`` / ``member_removed`` (``c``, ``u`` user id, ``i`` user info),
-``terminate`` (``u`` user id)."""
+``terminate`` (``u`` user id), ``online`` / ``offline`` (``u``: a signed-in user came or went)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,15 @@ class Adapter(Protocol):
 
     async def subscriptions_changed(self, state: AppState, channel: str, delta: int) -> int | None:
         """Apply a subscribe (+1) or unsubscribe (-1); returns the cluster-wide count after it."""
+
+    async def user_signed_in(self, state: AppState, user_id: str) -> bool | None:
+        """This node's first socket of a signed-in user; True when it is the cluster's first."""
+
+    async def user_signed_out(self, state: AppState, user_id: str) -> bool | None:
+        """This node's last socket of the user left; True when it was the cluster's last."""
+
+    async def users_online(self, state: AppState, user_ids: tuple[str, ...]) -> list[str] | None:
+        """Which of these users have a signed-in socket anywhere in the cluster."""
 
     def other_connections(self, state: AppState) -> int:
         """Sockets of this app on the other nodes, as last heard (for ``max_connections``)."""

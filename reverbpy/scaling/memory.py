@@ -42,6 +42,15 @@ class MemoryAdapter:
     async def subscriptions_changed(self, state: AppState, channel: str, delta: int) -> int | None:
         return None
 
+    async def user_signed_in(self, state: AppState, user_id: str) -> bool | None:
+        return None
+
+    async def user_signed_out(self, state: AppState, user_id: str) -> bool | None:
+        return None
+
+    async def users_online(self, state: AppState, user_ids: tuple[str, ...]) -> list[str] | None:
+        return None
+
     def other_connections(self, state: AppState) -> int:
         return 0
 

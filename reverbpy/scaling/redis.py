@@ -78,6 +78,22 @@ if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) n = 0 end
 return n
 """
 
+# KEYS: users hash, node users set; ARGV: user id, node entry. Counts the nodes the user is on.
+_USER_IN = """
+if redis.call('SADD', KEYS[2], ARGV[2]) == 1 then
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+end
+return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or 0)
+"""
+
+# KEYS: users hash, node users set; ARGV: user id, node entry. -1 when the node had no record.
+_USER_OUT = """
+if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return -1 end
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 0 end
+return n
+"""
+
 _SEP = "\x1f"
 
 
@@ -130,6 +146,8 @@ class RedisAdapter:
         self._join = self._redis.register_script(_PRESENCE_JOIN)
         self._leave = self._redis.register_script(_PRESENCE_LEAVE)
         self._subs = self._redis.register_script(_SUBS_DELTA)
+        self._user_in = self._redis.register_script(_USER_IN)
+        self._user_out = self._redis.register_script(_USER_OUT)
         try:
             await self._register()
             self._healthy = True
@@ -253,6 +271,11 @@ class RedisAdapter:
                 await self._redis.hset(
                     self._key("conns", state.app.id), self.node_id, len(state.connections)
                 )
+                for user_id in list(state.users):
+                    await self._user_in(
+                        keys=self._user_keys(state.app.id),
+                        args=[user_id, f"{state.app.id}{_SEP}{user_id}"],
+                    )
                 for channel in list(state.channels.values()):
                     for conn in list(channel.subscribers.values()):
                         member = conn.session.subscriptions.get(channel.name)
@@ -374,6 +397,43 @@ class RedisAdapter:
         counts[self.node_id] = len(state.connections)
         return sum(counts.values())
 
+    def _user_keys(self, app_id: str, node: str | None = None) -> list[str]:
+        return [self._key("users", app_id), self._key("node", node or self.node_id, "users")]
+
+    async def user_signed_in(self, state: AppState, user_id: str) -> bool | None:
+        if not self._healthy:
+            return None
+        try:
+            n = await self._user_in(
+                keys=self._user_keys(state.app.id), args=[user_id, f"{state.app.id}{_SEP}{user_id}"]
+            )
+        except Exception as exc:
+            self._lost(exc)
+            return None
+        return int(n) == 1
+
+    async def user_signed_out(self, state: AppState, user_id: str) -> bool | None:
+        if not self._healthy:
+            return None
+        try:
+            n = await self._user_out(
+                keys=self._user_keys(state.app.id), args=[user_id, f"{state.app.id}{_SEP}{user_id}"]
+            )
+        except Exception as exc:
+            self._lost(exc)
+            return None
+        return int(n) == 0
+
+    async def users_online(self, state: AppState, user_ids: tuple[str, ...]) -> list[str] | None:
+        if not self._healthy or self._redis is None or not user_ids:
+            return None
+        try:
+            counts = await self._redis.hmget(self._key("users", state.app.id), list(user_ids))
+        except Exception as exc:
+            self._lost(exc)
+            return None
+        return [u for u, n in zip(user_ids, counts, strict=True) if n is not None and int(n) > 0]
+
     def other_connections(self, state: AppState) -> int:
         return self._others.get(state.app.id, 0)
 
@@ -463,6 +523,12 @@ class RedisAdapter:
             ):
                 user_id = orjson.loads(value)["user_id"] if value else user_key
                 self._hub.member_gone(app, channel, user_id)
+        users_key = self._key("node", node, "users")
+        for raw in await r.smembers(users_key):
+            app, user_id = str(raw).split(_SEP)
+            left = await self._user_out(keys=self._user_keys(app, node), args=[user_id, str(raw)])
+            if int(left) == 0 and announce and self._hub is not None:
+                self._hub.user_gone(app, user_id)
         subs_key = self._key("node", node, "subs")
         for raw_field, raw_count in (await r.hgetall(subs_key)).items():
             app, channel = str(raw_field).split(_SEP)
@@ -472,7 +538,7 @@ class RedisAdapter:
                 if announce and self._hub is not None:
                     self._hub.channel_gone(app, channel)
         async with r.pipeline(transaction=False) as pipe:
-            pipe.delete(presence_key, subs_key)
+            pipe.delete(presence_key, subs_key, users_key)
             for app in self._apps:
                 pipe.hdel(self._key("conns", app), node)
             pipe.zrem(self._key("nodes"), node)

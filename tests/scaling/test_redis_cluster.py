@@ -251,3 +251,41 @@ async def test_max_connections_is_cluster_wide(http: aiohttp.ClientSession, tmp_
     finally:
         a.stop()
         b.stop()
+
+
+async def _signin(c: Client, node: ServerProcess, user_data: str) -> None:
+    import hashlib
+    import hmac
+
+    sig = hmac.new(node.secret.encode(), f"{c.socket_id}::user::{user_data}".encode(), hashlib.sha256).hexdigest()
+    await c.send("pusher:signin", {"auth": f"{node.key}:{sig}", "user_data": user_data})
+    assert (await c.recv())["event"] == "pusher:signin_success"
+
+
+async def test_watchlist_is_cluster_wide(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "REVERB_SCALING_NODE_TIMEOUT": "3"}
+    a, b, c_node = (start_server(tmp_path, extra_env=env) for _ in range(3))
+    try:
+        bob = await connect(http, b)
+        await _signin(bob, b, '{"id":"bob"}')
+        alice = await connect(http, a)
+        await _signin(alice, a, '{"id":"alice","watchlist":["bob","carol"]}')
+        # bob is signed in on another node: alice learns he is online
+        assert await alice.recv() == {"event": "pusher_internal:watchlist_events", "data": {"events": [{"name": "online", "user_ids": ["bob"]}]}}
+        carol = await connect(http, c_node)
+        await _signin(carol, c_node, '{"id":"carol"}')
+        assert (await alice.recv())["data"] == {"events": [{"name": "online", "user_ids": ["carol"]}]}
+        # bob's second socket on a third node changes nothing; closing the first neither
+        bob2 = await connect(http, c_node)
+        await _signin(bob2, c_node, '{"id":"bob"}')
+        await bob.ws.close()
+        await asyncio.sleep(0.3)
+        await bob2.ws.close()
+        assert (await alice.recv())["data"] == {"events": [{"name": "offline", "user_ids": ["bob"]}]}
+        # carol's node dies: offline once the node is reaped
+        assert c_node.proc is not None
+        os.kill(c_node.proc.pid, signal.SIGKILL)
+        assert (await alice.recv(timeout=15))["data"] == {"events": [{"name": "offline", "user_ids": ["carol"]}]}
+    finally:
+        for node in (a, b, c_node):
+            node.stop()
