@@ -33,10 +33,6 @@ class Channel:
     def subscription_count(self) -> int:
         return len(self.subscribers)
 
-    @property
-    def user_count(self) -> int:
-        return self.presence.count if self.presence is not None else 0
-
     def __repr__(self) -> str:
         return f"Channel({self.name!r}, subscribers={len(self.subscribers)})"
 

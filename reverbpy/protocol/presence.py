@@ -59,9 +59,6 @@ class PresenceState:
     def members(self) -> list[Member]:
         return list(self._members.values())
 
-    def snapshot(self) -> dict[str, Any]:
-        return snapshot(self._members.values())
-
 
 def snapshot(members: Iterable[Member]) -> dict[str, Any]:
     """The ``presence`` object of ``pusher_internal:subscription_succeeded``: unique users."""

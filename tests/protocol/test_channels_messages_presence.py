@@ -7,7 +7,7 @@ from reverbpy.protocol import messages
 from reverbpy.protocol.channels import ChannelType, channel_kind, channel_name_error
 from reverbpy.protocol.errors import PusherError
 from reverbpy.protocol.frames import text_frame
-from reverbpy.protocol.presence import Member, PresenceState
+from reverbpy.protocol.presence import Member, PresenceState, snapshot
 
 
 @pytest.mark.parametrize(
@@ -113,4 +113,4 @@ def test_presence_snapshot_shape() -> None:
     state = PresenceState()
     state.add("1.1", Member(1, {"name": "A"}))
     state.add("1.2", Member("b", None))
-    assert state.snapshot() == {"count": 2, "ids": [1, "b"], "hash": {"1": {"name": "A"}, "b": None}}
+    assert snapshot(state.members()) == {"count": 2, "ids": [1, "b"], "hash": {"1": {"name": "A"}, "b": None}}
