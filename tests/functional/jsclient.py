@@ -20,6 +20,7 @@ import collections
 import contextlib
 import itertools
 import json
+import re
 import shutil
 from collections.abc import Callable
 from functools import partial
@@ -398,3 +399,28 @@ async def signed_request(
             return resp.status, json.loads(text)
         except ValueError:
             return resp.status, text
+
+
+# --- auth params and Echo readiness, shared by the Node-based suites -------------------------
+
+
+def user(user_id: str, name: str) -> dict[str, str]:
+    """pusher-js auth params for a presence member with a string id."""
+    return {"user_id": user_id, "user_info": json.dumps({"name": name})}
+
+
+def laravel_user(user_id: int, name: str) -> dict[str, str]:
+    """Auth params making the endpoint answer like Laravel: integer user_id, user_info from the channel callback."""
+    return {
+        "user_id": str(user_id),
+        "user_id_type": "int",
+        "user_info": json.dumps({"id": user_id, "name": name}),
+    }
+
+
+async def echo_ready(client: JSClient) -> str:
+    """Wait for an Echo client to connect; returns `Echo.socketId()`."""
+    await client.connected()
+    socket_id = await client.call("socket_id")
+    assert isinstance(socket_id, str) and re.match(SOCKET_ID_RE, socket_id), socket_id
+    return socket_id

@@ -6,7 +6,6 @@ The Echo options are the ones a Laravel app uses; events are broadcast with the 
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -15,33 +14,18 @@ from tests.conftest import ServerProcess
 from tests.functional.jsclient import (
     SOCKET_ID_RE,
     AuthEndpoint,
-    JSClient,
     JSClients,
+    echo_ready,
     in_thread,
+    laravel_user,
     sdk,
+    user,
 )
 
 pytestmark = pytest.mark.node
 
 
-def laravel_user(user_id: int, name: str) -> dict[str, str]:
-    """Auth params making the endpoint answer like Laravel: integer user_id, user_info from the channel callback."""
-    return {
-        "user_id": str(user_id),
-        "user_id_type": "int",
-        "user_info": json.dumps({"id": user_id, "name": name}),
-    }
 
-
-def user(user_id: str, name: str) -> dict[str, str]:
-    return {"user_id": user_id, "user_info": json.dumps({"name": name})}
-
-
-async def echo_ready(client: JSClient) -> str:
-    await client.connected()
-    socket_id = await client.call("socket_id")
-    assert isinstance(socket_id, str) and re.match(SOCKET_ID_RE, socket_id), socket_id
-    return socket_id
 
 
 async def test_echo_connects_and_exposes_socket_id(server: ServerProcess, js: JSClients) -> None:

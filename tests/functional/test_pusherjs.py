@@ -23,14 +23,24 @@ from tests.functional.jsclient import (
     in_thread,
     sdk,
     signed_request,
+    user,
 )
 
 pytestmark = pytest.mark.node
 
 
-def user(user_id: str, name: str) -> dict[str, str]:
-    """pusher-js auth params for a presence member (posted to the auth endpoint)."""
-    return {"user_id": user_id, "user_info": json.dumps({"name": name})}
+async def alice_and_bob(
+    server: ServerProcess, js: JSClients, auth: AuthEndpoint, channel: str
+) -> tuple[JSClient, JSClient]:
+    """Two pusher-js members, Alice (id 1) then Bob (id 2), both subscribed to ``channel``."""
+    alice = await js.pusher(server, "alice", auth=auth, params=user("1", "Alice"))
+    bob = await js.pusher(server, "bob", auth=auth, params=user("2", "Bob"))
+    await alice.connected()
+    await bob.connected()
+    await alice.subscribed(channel)
+    await bob.subscribed(channel)
+    return alice, bob
+
 
 
 def states(client: JSClient) -> list[str]:
@@ -276,12 +286,7 @@ async def test_presence_members_and_member_events(
 async def test_presence_member_removed_on_abrupt_disconnect(
     server: ServerProcess, js: JSClients, auth_endpoint: AuthEndpoint
 ) -> None:
-    alice = await js.pusher(server, "alice", auth=auth_endpoint, params=user("1", "Alice"))
-    bob = await js.pusher(server, "bob", auth=auth_endpoint, params=user("2", "Bob"))
-    await alice.connected()
-    await bob.connected()
-    await alice.subscribed("presence-room")
-    await bob.subscribed("presence-room")
+    alice, bob = await alice_and_bob(server, js, auth_endpoint, "presence-room")
     await alice.wait_for("member_added", channel="presence-room")
 
     await bob.kill()  # SIGKILL: no unsubscribe, no close frame
@@ -382,12 +387,7 @@ async def test_client_event_on_private_channel_reaches_others_not_sender(
 async def test_client_event_on_presence_channel_carries_user_id(
     server: ServerProcess, js: JSClients, auth_endpoint: AuthEndpoint
 ) -> None:
-    alice = await js.pusher(server, "alice", auth=auth_endpoint, params=user("1", "Alice"))
-    bob = await js.pusher(server, "bob", auth=auth_endpoint, params=user("2", "Bob"))
-    await alice.connected()
-    await bob.connected()
-    await alice.subscribed("presence-chat")
-    await bob.subscribed("presence-chat")
+    alice, bob = await alice_and_bob(server, js, auth_endpoint, "presence-chat")
     await bob.call("bind", channel="presence-chat", event="client-msg")
     await alice.call("bind", channel="presence-chat", event="client-msg")
 

@@ -12,39 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tests.conftest import ServerProcess
-from tests.functional.jsclient import SOCKET_ID_RE, JSClient, in_thread, sdk
+from tests.functional.jsclient import JSClient, in_thread, sdk
 
 FLUSH_EVENT = "cluster.flush"
 _tokens = itertools.count(1)
 
 
-def laravel_user(user_id: int, name: str) -> dict[str, str]:
-    """Auth params making the endpoint answer like Laravel: integer user_id, user_info with id/name."""
-    return {
-        "user_id": str(user_id),
-        "user_id_type": "int",
-        "user_info": json.dumps({"id": user_id, "name": name}),
-    }
 
-
-def user(user_id: str, name: str) -> dict[str, str]:
-    """pusher-js auth params for a presence member with a string id."""
-    return {"user_id": user_id, "user_info": json.dumps({"name": name})}
-
-
-async def echo_ready(client: JSClient) -> str:
-    """Wait for an Echo client to connect; returns `Echo.socketId()`."""
-    await client.connected()
-    socket_id = await client.call("socket_id")
-    assert isinstance(socket_id, str) and re.match(SOCKET_ID_RE, socket_id), socket_id
-    return socket_id
 
 
 async def flush(

@@ -14,15 +14,17 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.functional.jsclient import AuthEndpoint, JSClient, JSClients, in_thread, sdk
-from tests.scaling.cluster_js import (
-    FLUSH_EVENT,
+from tests.functional.jsclient import (
+    AuthEndpoint,
+    JSClient,
+    JSClients,
     echo_ready,
-    eventually,
-    flush,
+    in_thread,
     laravel_user,
+    sdk,
     user,
 )
+from tests.scaling.cluster_js import FLUSH_EVENT, eventually, flush
 
 pytestmark = [pytest.mark.redis, pytest.mark.node]
 
