@@ -1,73 +1,170 @@
-"""One client socket: the only object that writes to a transport."""
+"""One client socket after the upgrade: the asyncio protocol of its transport.
+
+A ``Connection`` is the socket's only reader and only writer. It reads RFC 6455 frames with
+``protocol.frames.FrameReader``, answers pings, runs the closing handshake, and hands each
+data message to its ``Listener`` (``websocket.WebSocketHandler``), which applies the Pusher
+rules. There is no task per socket: messages are handled in ``data_received``. When the
+listener needs to wait (joining a channel through Redis, say), the socket stops reading until
+that is done, so one client's messages are still handled in the order it sent them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
-
-from aiohttp import web
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reverbpy.config import AppConfig
 from reverbpy.metrics import WIRE
 from reverbpy.protocol import messages
-from reverbpy.protocol.frames import text_frame
+from reverbpy.protocol.errors import ErrorCode
+from reverbpy.protocol.frames import (
+    CloseCode,
+    FrameError,
+    FrameReader,
+    Opcode,
+    close_frame,
+    control_frame,
+    parse_close,
+    text_frame,
+)
 
 if TYPE_CHECKING:
     from reverbpy.dispatch import Outbox
     from reverbpy.protocol.session import Session
+    from reverbpy.registry import AppState
 
 log = logging.getLogger("reverbpy.connection")
 
-_closing_tasks: set[asyncio.Task[None]] = set()
+MAX_MESSAGE_SIZE_REASON = "Maximum message size exceeded"
+CLOSE_TIMEOUT = 5.0  # for the client's answer to our close frame, then the TCP link is dropped
+HANDSHAKE_WAIT = 1.0  # at shutdown, for the clients' answers to our close frames
+LINGER = 1.0  # after a protocol error: read and discard, so the client sees our close frame
+_PING = control_frame(Opcode.PING)
+
+Pending = Coroutine[Any, Any, None]
+
+# Work that outlives the call that started it: listener coroutines and closing handshakes.
+_tasks: set[asyncio.Task[None]] = set()
+
+
+class _Closing:
+    """The sockets waiting for the client's answer to our close frame."""
+
+    def __init__(self) -> None:
+        self.sockets: set[Connection] = set()
+        self._none_left: asyncio.Event | None = None
+
+    def add(self, conn: Connection) -> None:
+        self.sockets.add(conn)
+
+    def discard(self, conn: Connection) -> None:
+        self.sockets.discard(conn)
+        if not self.sockets and self._none_left is not None:
+            self._none_left.set()
+
+    async def wait(self, within: float) -> None:
+        if self.sockets:
+            self._none_left = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none_left.wait(), within)
+            self._none_left = None
+
+
+_closing = _Closing()
+
+
+class Listener(Protocol):
+    """What a ``Connection`` tells the Pusher layer; a coroutine returned is run in order.
+
+    ``disconnected`` comes once, as soon as the socket is done for: when either side starts
+    the closing handshake or the link drops, so it leaves its channels at once.
+    """
+
+    def message(self, conn: Connection, opcode: int, payload: bytes) -> Pending | None: ...
+
+    def disconnected(self, conn: Connection) -> Pending | None: ...
 
 
 async def wait_closed(within: float) -> None:
-    """Wait for the closing handshakes in flight (bounded: a dead peer must not hold us)."""
-    if _closing_tasks:
-        await asyncio.wait(list(_closing_tasks), timeout=within)
+    """At shutdown: wait, bounded, for the clean-up of closed sockets and for the clients'
+    answers to our close frames; then close the links of those that did not answer."""
+    start = time.monotonic()
+    await _closing.wait(min(within, HANDSHAKE_WAIT))
+    for conn in list(_closing.sockets):
+        conn._transport.close()
+    remaining = within - (time.monotonic() - start)
+    if _tasks and remaining > 0:
+        await asyncio.wait(list(_tasks), timeout=remaining)
 
 
-class Connection:
+def _run(coro: Pending) -> asyncio.Task[None]:
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
+class Connection(asyncio.Protocol):
     """A socket with its session; frames are queued and flushed by the ``Outbox``."""
 
     __slots__ = (
+        "_backlog",
+        "_close_sent",
+        "_close_timer",
+        "_finished",
+        "_listener",
         "_outbox",
         "_pending",
+        "_reader",
         "_transport",
-        "_ws",
         "app",
+        "close_code",
         "closed",
         "connected_at",
         "last_seen",
         "pinged_at",
         "session",
         "socket_id",
+        "state",
         "uses_control_frames",
     )
 
     def __init__(
         self,
         socket_id: str,
-        app: AppConfig,
-        ws: web.WebSocketResponse,
+        state: AppState,
         transport: asyncio.Transport,
         outbox: Outbox,
         session: Session,
+        listener: Listener,
         now: float,
     ) -> None:
         self.socket_id = socket_id
-        self.app = app
+        self.state = state
+        self.app: AppConfig = state.app
         self.session = session
-        self._ws = ws
         self._transport = transport
         self._outbox = outbox
+        self._listener = listener
+        self._reader: FrameReader | None = FrameReader(self.app.max_message_size)
         self._pending: list[bytes] = []
+        # Messages read while the listener is waiting; ``None`` when it is not.
+        self._backlog: list[tuple[int, bytes]] | None = None
+        self._close_sent = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._finished = False
+        self.close_code: int | None = None
         self.closed = False
         self.last_seen = now
         self.connected_at = now
         self.pinged_at: float | None = None
         self.uses_control_frames = False
+
+    # --- outbound -------------------------------------------------------------------------
 
     def queue(self, frame: bytes) -> None:
         """Queue a complete WebSocket frame (see ``dispatch.broadcast``)."""
@@ -97,6 +194,7 @@ class Connection:
         return transport.get_write_buffer_size()
 
     def touch(self, now: float) -> None:
+        """The client sent something: it is alive (``connected_at`` stays: see the sweep)."""
         self.last_seen = now
         self.pinged_at = None
 
@@ -105,9 +203,8 @@ class Connection:
         self.pinged_at = now
         if self.uses_control_frames:
             self.flush()
-            task = asyncio.ensure_future(self._ws.ping())
-            _closing_tasks.add(task)
-            task.add_done_callback(_closing_tasks.discard)
+            if not self._close_sent:
+                self._transport.write(_PING)
         else:
             self.send(payload)
 
@@ -117,14 +214,13 @@ class Connection:
         self.close(code, reason)
 
     def close(self, code: int, reason: str) -> None:
-        """Flush what is queued, then close with ``code``; safe to call more than once."""
+        """Flush what is queued, then start the closing handshake; safe to call twice."""
         if self.closed:
             return
         self.flush()
         self.closed = True
-        task = asyncio.ensure_future(self._close(code, reason))
-        _closing_tasks.add(task)
-        task.add_done_callback(_closing_tasks.discard)
+        self._send_close(code, reason)
+        self._finish()
 
     def abort(self) -> None:
         """Drop the TCP connection now, unsent data included (a slow consumer's buffer is
@@ -133,14 +229,161 @@ class Connection:
         self._pending = []
         self._transport.abort()
 
-    async def _close(self, code: int, reason: str) -> None:
+    def _send_close(self, code: int, reason: str) -> None:
+        if self._close_sent or self._transport.is_closing():
+            return
+        self._close_sent = True
+        if self.close_code is None:
+            self.close_code = code
+        self._transport.write(close_frame(code, reason))
+        self._close_timer = asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT, self._transport.abort
+        )
+        _closing.add(self)
+
+    # --- inbound (asyncio.Protocol) -------------------------------------------------------
+
+    def start(self, tail: bytes) -> None:
+        """Take over the transport from aiohttp; ``tail`` is what it read past the upgrade."""
+        self._transport.set_protocol(self)
+        self._transport.resume_reading()
+        if tail:
+            self.data_received(tail)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:  # failed: discard until the link closes
+            return
+        self.touch(time.monotonic())
+        for opcode, payload in reader.feed(data):
+            if opcode <= Opcode.BINARY:
+                if self.closed:
+                    continue
+                if opcode == Opcode.TEXT and not payload.isascii():
+                    try:
+                        payload.decode()
+                    except UnicodeDecodeError:
+                        self._fail_protocol(FrameError(CloseCode.INVALID_DATA, "Invalid UTF-8"))
+                        return
+                if self._backlog is not None:
+                    self._backlog.append((opcode, payload))
+                else:
+                    self._deliver(opcode, payload)
+            elif opcode == Opcode.PING:
+                self.uses_control_frames = True
+                self.flush()
+                if not self._close_sent:
+                    self._transport.write(control_frame(Opcode.PONG, payload))
+            elif opcode == Opcode.PONG:
+                self.uses_control_frames = True
+            else:
+                self._close_received(payload)
+                return
+        if reader.error is not None:  # after the messages that were whole before it
+            self._fail_protocol(reader.error)
+
+    def eof_received(self) -> bool | None:
+        return None  # the client half-closed: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pending = []
+        self._reader = None
+        if self.close_code is None:
+            self.close_code = CloseCode.ABNORMAL
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        _closing.discard(self)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._backlog is None:  # else once the listener's wait is over (``_resume``)
+            self._disconnected()
+
+    def _disconnected(self) -> None:
+        pending = self._listener.disconnected(self)
+        if pending is not None:
+            _run(pending)
+
+    def _deliver(self, opcode: int, payload: bytes) -> None:
+        pending = self._listener.message(self, opcode, payload)
+        if pending is not None:
+            self._backlog = []
+            self._transport.pause_reading()
+            _run(pending).add_done_callback(self._resume)
+
+    def _resume(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("error handling a message from %s", self.socket_id, exc_info=task.exception())
+        backlog = self._backlog or []
+        self._backlog = None
+        if self._finished:
+            self._disconnected()
+            return
+        for i, (opcode, payload) in enumerate(backlog):
+            if self.closed:
+                break
+            self._deliver(opcode, payload)
+            if self._backlog is not None:  # waiting again: keep the rest in order
+                self._backlog.extend(backlog[i + 1 :])
+                return
+        self._transport.resume_reading()
+
+    def _close_received(self, payload: bytes) -> None:
         try:
-            await asyncio.wait_for(self._ws.close(code=code, message=reason.encode()[:123]), 5)
-        except (TimeoutError, ConnectionError):
-            self._transport.abort()
-        except Exception:  # pragma: no cover - aiohttp internals
-            log.exception("error while closing %s", self.socket_id)
-            self._transport.abort()
+            code, reason = parse_close(payload)
+        except FrameError as exc:
+            self._fail_protocol(exc)
+            return
+        if self.close_code is None:
+            self.close_code = code
+        self._reader = None
+        if not self._close_sent:
+            # The client is leaving: what is still queued for it is dropped, not sent.
+            self.closed = True
+            self._pending = []
+            echo = CloseCode.NORMAL if code == CloseCode.NO_STATUS else code
+            self._transport.write(close_frame(echo, reason))
+            self._close_sent = True
+        self._transport.close()
+        self._finish()
+
+    def _fail_protocol(self, exc: FrameError) -> None:
+        """RFC 6455 7.1.7: close with the error's code. The socket then reads and discards for
+        a moment, so the client gets our frames rather than a reset."""
+        self._reader = None
+        if exc.code == CloseCode.MESSAGE_TOO_BIG:
+            self.send(messages.error(ErrorCode.GENERIC_RECONNECT, MAX_MESSAGE_SIZE_REASON))
+            exc.reason = MAX_MESSAGE_SIZE_REASON
+        self.close(exc.code, exc.reason)
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._close_timer = asyncio.get_running_loop().call_later(LINGER, self._transport.close)
 
     def __repr__(self) -> str:
         return f"Connection({self.socket_id!r}, app={self.app.id!r})"
+
+
+class Refused(asyncio.Protocol):
+    """A socket turned away after the upgrade: it has been sent ``pusher:error`` and a close
+    frame; what the client sends now is discarded until it closes, or the linger ends."""
+
+    __slots__ = ("_timer", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, code: int, reason: str) -> None:
+        self._transport = transport
+        transport.write(text_frame(messages.error(code, reason)) + close_frame(code, reason))
+        transport.set_protocol(self)
+        transport.resume_reading()
+        self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if data[:1] and data[0] & 0x0F == Opcode.CLOSE:  # the client's answer: done
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()

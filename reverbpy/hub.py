@@ -203,16 +203,24 @@ class Hub:
     # --- users (pusher:signin) -------------------------------------------------------------
 
     async def sign_in(
-        self, state: AppState, conn: Connection, user_id: str, watchlist: tuple[str, ...]
+        self,
+        state: AppState,
+        conn: Connection,
+        user_id: str,
+        watchlist: tuple[str, ...],
+        confirmation: bytes,
     ) -> None:
         """Record a signed-in socket; the user comes online (for watchers) on their first
-        socket in the whole cluster, and the new socket learns who of its watchlist is online."""
+        socket in the whole cluster, and the new socket learns who of its watchlist is online.
+        ``confirmation`` is sent once the cluster has recorded the user, before the
+        watchlist (Pusher's order)."""
         first = state.sign_in(conn, user_id, watchlist)
         if first:
             cluster_first = await self.adapter.user_signed_in(state, user_id)
             if cluster_first if cluster_first is not None else True:
                 self._tell_watchers(state, user_id, "online")
                 self._publish(state, {"t": "online", "u": user_id})
+        conn.send(confirmation)
         if watchlist:
             online = await self.adapter.users_online(state, watchlist)
             if online is None:
@@ -270,13 +278,11 @@ class Hub:
         except_socket_id: str | None = None,
     ) -> int:
         """Publish an event to channels here and on every other node; returns local frames queued."""
-        self._publish(
-            state, {"t": "event", "c": channels, "e": event, "d": data, "x": except_socket_id}
-        )
-        for name in channels:
-            if channel_kind(name).cache:  # kept in Redis too, for nodes started later
-                self.adapter.cache_set(state, name, event, data, state.app.cache_ttl)
-        return self._deliver_event(state, channels, event, data, except_socket_id)
+        if self.node_id:  # built only in a cluster: a lone node pays nothing per trigger
+            self._publish(
+                state, {"t": "event", "c": channels, "e": event, "d": data, "x": except_socket_id}
+            )
+        return self._deliver_event(state, channels, event, data, except_socket_id, share=True)
 
     def _deliver_event(
         self,
@@ -285,9 +291,12 @@ class Hub:
         event: str,
         data: Any,
         except_socket_id: str | None,
+        *,
+        share: bool = False,
     ) -> int:
+        """``share``: this node published the event, so it also keeps the last event of each
+        cache channel in the adapter, for nodes started later."""
         sent = 0
-        now = time.monotonic()
         for name in channels:
             channel = state.channels.get(name)
             payload = None
@@ -295,8 +304,11 @@ class Hub:
                 payload = messages.channel_event(event, name, data)
                 sent += broadcast(channel.subscribers.values(), payload, except_socket_id)
             if channel.kind.cache if channel is not None else channel_kind(name).cache:
+                ttl = state.app.cache_ttl
+                if share:
+                    self.adapter.cache_set(state, name, event, data, ttl)
                 payload = payload or messages.channel_event(event, name, data)
-                state.cache[name] = CachedEvent(payload, data, event, now + state.app.cache_ttl)
+                state.cache[name] = CachedEvent(payload, data, event, time.monotonic() + ttl)
                 state.cache_miss_reported.discard(name)
         return sent
 

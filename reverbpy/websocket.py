@@ -1,5 +1,8 @@
 """The aiohttp handler for ``{path}/app/{key}``: checks at the door, then session actions.
 
+aiohttp parses the upgrade request and runs the middlewares; after the handshake the socket
+is a ``connection.Connection`` and this module is its ``Listener``.
+
 Errors found before the connection is established (unknown app, protocol version, origin,
 quota) are rendered as ``pusher:error`` followed by a close with the same 4xxx code, so
 pusher-js applies the right reconnect policy.
@@ -7,22 +10,23 @@ pusher-js applies the right reconnect policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
 from reverbpy.config import AppConfig
-from reverbpy.connection import Connection
+from reverbpy.connection import Connection, Pending, Refused
 from reverbpy.dispatch import Outbox
 from reverbpy.hub import Hub
 from reverbpy.metrics import WIRE
 from reverbpy.protocol import messages
 from reverbpy.protocol.errors import ErrorCode, PusherError, SubscriptionError, invalid_message
-from reverbpy.protocol.frames import text_frame
+from reverbpy.protocol.frames import Opcode, handshake_response, valid_key
 from reverbpy.protocol.session import (
     Action,
     Close,
@@ -39,24 +43,6 @@ from reverbpy.registry import AppState
 log = logging.getLogger("reverbpy.websocket")
 
 SUPPORTED_PROTOCOLS = range(4, 8)
-_END = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-MAX_MESSAGE_SIZE_REASON = "Maximum message size exceeded"
-
-
-class PusherWebSocketResponse(web.WebSocketResponse):
-    """Tells the client why before aiohttp closes an oversized message with 1009."""
-
-    async def close(
-        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
-    ) -> bool:
-        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
-            transport = self._req.transport if self._req is not None else None
-            if transport is not None and not transport.is_closing():
-                transport.write(
-                    text_frame(messages.error(ErrorCode.GENERIC_RECONNECT, MAX_MESSAGE_SIZE_REASON))
-                )
-            message = message or MAX_MESSAGE_SIZE_REASON.encode()
-        return await super().close(code=code, message=message, drain=drain)
 
 
 def _waits(actions: list[Action]) -> bool:
@@ -105,74 +91,99 @@ def _door_check(
     return None
 
 
+class _Detached(web.StreamResponse):
+    """What aiohttp gets back for a socket it no longer owns: there is nothing to write."""
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def _handshake_error(request: web.Request) -> str | None:
+    """Why this is not a WebSocket upgrade we accept (RFC 6455 4.2.1), if it is not."""
+    headers = request.headers
+    if "websocket" not in headers.get("Upgrade", "").lower():
+        return "No WebSocket UPGRADE hdr"
+    if "upgrade" not in headers.get("Connection", "").lower():
+        return "No CONNECTION upgrade hdr"
+    if headers.get("Sec-WebSocket-Version") != "13":
+        return "Unsupported Sec-WebSocket-Version (13 is supported)"
+    if not valid_key(headers.get("Sec-WebSocket-Key")):
+        return "Handshake error: invalid Sec-WebSocket-Key"
+    return None
+
+
+def _take_over(request: web.Request) -> tuple[asyncio.Transport, bytes]:
+    """Take the socket from aiohttp once it has parsed the upgrade request.
+
+    aiohttp's ``WebSocketResponse`` keeps the request, its parser, a reader queue and a task
+    per socket for as long as the socket lives: several KiB each, times tens of thousands of
+    sockets. Here aiohttp is told the connection is gone (so its server forgets it and its
+    keep-alive timer stops) without closing the transport, which then belongs to a
+    ``Connection``. The bytes aiohttp read past the request (a pipelining client) come along.
+    """
+    handler = request.protocol
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client left during the handshake")
+    tail: bytes = getattr(handler, "_message_tail", b"")
+    handler.transport = None  # so that aiohttp's clean-up cannot close it
+    handler.connection_lost(None)
+    return transport, tail
+
+
 class WebSocketHandler:
+    """The Pusher side of every socket: checks at the door, then session actions."""
+
     def __init__(self, hub: Hub, outbox: Outbox) -> None:
         self.hub = hub
         self.outbox = outbox
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """One socket, from the upgrade to the close.
-
-        Written as a single coroutine reading with ``receive()``: every extra frame on this
-        path (an ``async for``, a helper coroutine) lives as long as the socket, and that
-        adds up over tens of thousands of sockets.
-        """
+        """Answer the upgrade and hand the socket to a ``Connection``; returns at once."""
+        problem = _handshake_error(request)
+        if problem is not None:
+            raise web.HTTPBadRequest(text=problem)
         key = request.match_info["key"]
         state = self.hub.registry.by_key(key)
-        max_size = state.app.max_message_size if state is not None else 10_000
-        ws = PusherWebSocketResponse(autoping=False, max_msg_size=max_size, compress=False)
-        await ws.prepare(request)
         others = self.hub.adapter.other_connections(state) if state is not None else 0
         refused = _door_check(request, state, key, others)
+        transport, tail = _take_over(request)
+        transport.write(handshake_response(request.headers["Sec-WebSocket-Key"]))
         if refused is not None or state is None:
             assert refused is not None  # state is None implies a refusal
-            await ws.send_str(messages.error(refused.code, refused.message).decode())
-            await ws.close(code=refused.code, message=refused.message.encode()[:123])
-            return ws
-        transport = request.transport
-        assert transport is not None
+            Refused(transport, refused.code, refused.message)
+            return _Detached(status=101)
         socket_id = new_socket_id()
         now = time.monotonic()
         session = Session(state.app, socket_id, time.monotonic)
-        conn = Connection(socket_id, state.app, ws, transport, self.outbox, session, now)
+        conn = Connection(socket_id, state, transport, self.outbox, session, self, now)
         self.hub.connect(state, conn)
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
         WIRE.connected(conn, request)
-        session = conn.session
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type in _END:
-                    break
-                conn.touch(time.monotonic())
-                WIRE.received(conn, msg)
-                if msg.type is WSMsgType.TEXT:
-                    actions = session.receive(msg.data)
-                    # Only joining and leaving wait on the cluster; the rest runs without a
-                    # coroutine per message (client events are the hot case here).
-                    if actions and type(actions[0]) is not Whisper and _waits(actions):
-                        await self._execute(state, conn, actions)
-                    else:
-                        self._apply(state, conn, actions)
-                elif msg.type is WSMsgType.PING:
-                    conn.uses_control_frames = True
-                    conn.flush()
-                    await ws.pong(msg.data)
-                elif msg.type is WSMsgType.PONG:
-                    conn.uses_control_frames = True
-                elif msg.type is WSMsgType.BINARY:
-                    self._apply(
-                        state,
-                        conn,
-                        error_actions(invalid_message("Binary frames are not supported")),
-                    )
-                # After conn.close() the loop ends when the closing handshake does, so the
-                # client receives our close code rather than aiohttp's default 1000.
-        finally:
-            conn.closed = True
-            WIRE.disconnected(conn, ws.close_code)
-            await self.hub.disconnect(state, conn)
-        return ws
+        conn.start(tail)
+        return _Detached(status=101)
+
+    # --- Listener --------------------------------------------------------------------------
+
+    def message(self, conn: Connection, opcode: int, payload: bytes) -> Pending | None:
+        """One data message; a coroutine when it must wait on the cluster (join, leave)."""
+        WIRE.received(conn, payload)
+        if opcode != Opcode.TEXT:
+            actions = error_actions(invalid_message("Binary frames are not supported"))
+        else:
+            actions = conn.session.receive(payload)
+            # Client events, the hot case, are applied without a coroutine.
+            if actions and type(actions[0]) is not Whisper and _waits(actions):
+                return self._execute(conn.state, conn, actions)
+        self._apply(conn.state, conn, actions)
+        return None
+
+    def disconnected(self, conn: Connection) -> Pending:
+        WIRE.disconnected(conn, conn.close_code)
+        return self.hub.disconnect(conn.state, conn)
 
     def _apply(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
         """Carry out actions that need no waiting (everything but ``Join`` and ``Leave``)."""
@@ -204,7 +215,7 @@ class WebSocketHandler:
                         )
                 case Leave(channel, member):
                     await hub.leave(state, conn, channel, member)
-                case SignIn(user_id, _info, watchlist):
-                    await hub.sign_in(state, conn, user_id, watchlist)
+                case SignIn(user_id, _info, watchlist, confirmation):
+                    await hub.sign_in(state, conn, user_id, watchlist, confirmation)
                 case _:
                     self._apply(state, conn, [action])

@@ -11,6 +11,7 @@ from reverbpy.dispatch import Outbox, broadcast
 from reverbpy.protocol.frames import text_frame
 from reverbpy.protocol.ratelimit import PerSecond
 from reverbpy.protocol.session import Session
+from reverbpy.registry import AppState
 
 APP = AppConfig(id="1", key="k", secret=Secret("s"))
 
@@ -38,8 +39,9 @@ class RecordingTransport:
 
 def make_conn(outbox: Outbox, socket_id: str, transport: RecordingTransport) -> Connection:
     session = Session(APP, socket_id, lambda: 0.0)
-    ws: Any = None
-    return Connection(socket_id, APP, ws, transport, outbox, session, 0.0)  # type: ignore[arg-type]
+    listener: Any = None
+    t: Any = transport
+    return Connection(socket_id, AppState(APP), t, outbox, session, listener, 0.0)
 
 
 async def test_frames_queued_in_one_iteration_go_out_in_one_write() -> None:

@@ -63,9 +63,13 @@ class Whisper:
 
 @dataclass(frozen=True, slots=True)
 class SignIn:
+    """Sign the socket in; ``confirmation`` (``pusher:signin_success``) goes out once the
+    cluster knows, so a client that hears it can rely on being seen as online everywhere."""
+
     user_id: str
     user_info: Any
     watchlist: tuple[str, ...]
+    confirmation: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,11 +293,8 @@ class Session:
             )
         self.user = SignedInUser(user_id, data.get("user_info"), msg.user_data)
         self.watchlist = tuple(str(u) for u in watchlist_raw)
-        return [
-            Reply(messages.signin_success(msg.user_data)),
-            SignIn(user_id, data.get("user_info"), self.watchlist),
-            *actions,
-        ]
+        confirmation = messages.signin_success(msg.user_data)
+        return [SignIn(user_id, data.get("user_info"), self.watchlist, confirmation), *actions]
 
 
 def error_actions(exc: PusherError) -> list[Action]:

@@ -172,8 +172,10 @@ def test_signin_then_server_to_user_channel() -> None:
     s, _ = session()
     user_data = '{"id":"42","user_info":{"name":"A"}}'
     out = send(s, "pusher:signin", {"auth": f"key:{sign('secret', f'{SID}::user::{user_data}')}", "user_data": user_data})
-    assert reply(out)["event"] == "pusher:signin_success"
-    assert SignIn("42", {"name": "A"}, ()) in out
+    signin = out[0]
+    assert isinstance(signin, SignIn)
+    assert (signin.user_id, signin.user_info, signin.watchlist) == ("42", {"name": "A"}, ())
+    assert orjson.loads(signin.confirmation)["event"] == "pusher:signin_success"
     assert send(s, "pusher:subscribe", {"channel": "#server-to-user-42"}) == [Join("#server-to-user-42", None)]
     assert reply(send(s, "pusher:subscribe", {"channel": "#server-to-user-43"}))["event"] == "pusher:subscription_error"
 

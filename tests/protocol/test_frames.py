@@ -1,0 +1,159 @@
+"""RFC 6455 framing without a socket: the handshake answer, server frames, the client reader."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from reverbpy.protocol.frames import (
+    FrameError,
+    FrameReader,
+    Opcode,
+    accept_key,
+    close_frame,
+    parse_close,
+    text_frame,
+    unmask,
+    valid_key,
+)
+
+
+def client_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None, rsv: int = 0
+) -> bytes:
+    """A frame as a browser sends it: masked, with the shortest length encoding."""
+    key = os.urandom(4) if mask is None else mask
+    first = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    if n < 126:
+        header = bytes((first, 0x80 | n))
+    elif n < 65_536:
+        header = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((first, 0x80 | 127)) + n.to_bytes(8, "big")
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return header + key + masked
+
+
+def test_accept_key_rfc_example() -> None:
+    # RFC 6455 section 1.3
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_valid_key() -> None:
+    assert valid_key("dGhlIHNhbXBsZSBub25jZQ==")
+    assert not valid_key(None)
+    assert not valid_key("")
+    assert not valid_key("short")
+    assert not valid_key("!!!!!!!!!!!!!!!!!!!!!!==")  # not base64
+    assert not valid_key("dGhlIHNhbXBsZSBub25jZQ")  # 24 chars needed
+
+
+def test_unmask_round_trips_every_length() -> None:
+    key = b"\x01\x82\x43\xf4"
+    for n in range(0, 40):
+        data = os.urandom(n)
+        masked = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+        assert unmask(key, masked) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536])
+def test_text_frame_lengths_read_back(size: int) -> None:
+    payload = b"x" * size
+    frame = text_frame(payload)
+    assert frame[0] == 0x81
+    # Server frames are unmasked: the payload follows the header as is.
+    length = frame[1]
+    header = 2 if length < 126 else 4 if length == 126 else 10
+    assert frame[header:] == payload
+
+
+def test_reader_small_messages_in_one_chunk() -> None:
+    reader = FrameReader(max_size=1000)
+    data = client_frame(Opcode.TEXT, b'{"event":"a"}') + client_frame(Opcode.TEXT, b"{}")
+    assert reader.feed(data) == [(Opcode.TEXT, b'{"event":"a"}'), (Opcode.TEXT, b"{}")]
+
+
+def test_reader_byte_by_byte_and_extended_lengths() -> None:
+    reader = FrameReader(max_size=100_000)
+    big, medium = os.urandom(70_000), os.urandom(300)
+    data = client_frame(Opcode.BINARY, big) + client_frame(Opcode.TEXT, medium)
+    out: list[tuple[int, bytes]] = []
+    for i in range(0, len(data), 7):
+        out += reader.feed(data[i : i + 7])
+    assert out == [(Opcode.BINARY, big), (Opcode.TEXT, medium)]
+
+
+def test_reader_reassembles_fragments_with_control_frames_between() -> None:
+    reader = FrameReader(max_size=1000)
+    data = (
+        client_frame(Opcode.TEXT, b'{"ev', fin=False)
+        + client_frame(Opcode.PING, b"hi")
+        + client_frame(Opcode.CONTINUATION, b'ent":', fin=False)
+        + client_frame(Opcode.CONTINUATION, b'"x"}')
+    )
+    assert reader.feed(data) == [(Opcode.PING, b"hi"), (Opcode.TEXT, b'{"event":"x"}')]
+
+
+def test_reader_size_limit_counts_fragments_and_refuses_before_buffering() -> None:
+    reader = FrameReader(max_size=10)
+    assert reader.feed(client_frame(Opcode.TEXT, b"123456", fin=False)) == []
+    assert reader.feed(client_frame(Opcode.CONTINUATION, b"12345")) == []
+    assert reader.error is not None and reader.error.code == 1009
+    # Only the header of an oversized frame is needed to refuse it.
+    header_only = FrameReader(max_size=10)
+    header_only.feed(client_frame(Opcode.TEXT, b"x" * 500)[:4])
+    assert header_only.error is not None and header_only.error.code == 1009
+
+
+def test_reader_returns_what_was_whole_before_a_broken_frame() -> None:
+    reader = FrameReader(max_size=1000)
+    data = client_frame(Opcode.TEXT, b"ok") + client_frame(Opcode.TEXT, b"x", rsv=0x20)
+    assert reader.feed(data) == [(Opcode.TEXT, b"ok")]
+    assert reader.error is not None and reader.error.code == 1002
+    assert reader.feed(client_frame(Opcode.TEXT, b"later")) == []  # broken for good
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (client_frame(Opcode.TEXT, b"x", rsv=0x40), "Reserved bits set"),
+        (bytes((0x81, 0x01)) + b"x", "Client frames must be masked"),
+        (client_frame(0x3, b"x"), "Unknown opcode 3"),
+        (client_frame(0xB, b"x"), "Unknown opcode 11"),
+        (client_frame(Opcode.PING, b"x", fin=False), "Invalid control frame"),
+        (client_frame(Opcode.PING, b"x" * 126), "Invalid control frame"),
+        (client_frame(Opcode.CONTINUATION, b"x"), "Unexpected continuation frame"),
+        (
+            client_frame(Opcode.TEXT, b"a", fin=False) + client_frame(Opcode.TEXT, b"b"),
+            "Expected a continuation frame",
+        ),
+    ],
+)
+def test_reader_protocol_errors_are_1002(data: bytes, reason: str) -> None:
+    reader = FrameReader(max_size=1000)
+    reader.feed(data)
+    assert reader.error is not None
+    assert (reader.error.code, reader.error.reason) == (1002, reason)
+
+
+def test_close_frames() -> None:
+    assert parse_close(b"") == (1005, "")
+    assert parse_close((4001).to_bytes(2, "big") + "bye é".encode()) == (4001, "bye é")
+    for bad in (
+        b"\x03",
+        (1005).to_bytes(2, "big"),
+        (999).to_bytes(2, "big"),
+        (2000).to_bytes(2, "big"),
+    ):
+        with pytest.raises(FrameError) as error:
+            parse_close(bad)
+        assert error.value.code == 1002
+    with pytest.raises(FrameError) as utf8:
+        parse_close((1000).to_bytes(2, "big") + b"\xff")
+    assert utf8.value.code == 1007
+    # A long reason is cut to 123 bytes without splitting a character.
+    frame = close_frame(4000, "é" * 100)
+    assert frame[0] == 0x88 and frame[1] <= 125
+    assert parse_close(frame[2:]) == (4000, "é" * 61)

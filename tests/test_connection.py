@@ -1,0 +1,158 @@
+"""The socket protocol with a recording transport: order, the closing handshake, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from reverbpy.config import AppConfig, Secret
+from reverbpy.connection import Connection, Pending
+from reverbpy.dispatch import Outbox
+from reverbpy.protocol.frames import Opcode, close_frame, control_frame, parse_close
+from reverbpy.protocol.session import Session
+from reverbpy.registry import AppState
+from tests.protocol.test_frames import client_frame
+
+APP = AppConfig(id="1", key="k", secret=Secret("s"), max_message_size=100)
+
+
+class Transport:
+    """Records writes and the calls a protocol makes on its transport."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.reading = True
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class Listener:
+    """Records messages; a message ``wait`` makes the connection wait on ``gate``."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.gate = asyncio.Event()
+        self.disconnected_calls = 0
+
+    def message(self, conn: Connection, opcode: int, payload: bytes) -> Pending | None:
+        self.seen.append(payload)
+        if payload == b"wait":
+            return self.gate.wait()  # type: ignore[return-value]
+        return None
+
+    def disconnected(self, conn: Connection) -> Pending | None:
+        self.disconnected_calls += 1
+        return None
+
+
+def connect() -> tuple[Connection, Transport, Listener]:
+    transport, listener = Transport(), Listener()
+    t: Any = transport
+    conn = Connection(
+        "1.1", AppState(APP), t, Outbox(1 << 20), Session(APP, "1.1", lambda: 0.0), listener, 0.0
+    )
+    conn.start(b"")
+    return conn, transport, listener
+
+
+async def test_messages_wait_in_order_while_the_listener_waits() -> None:
+    conn, transport, listener = connect()
+    conn.data_received(client_frame(Opcode.TEXT, b"wait") + client_frame(Opcode.TEXT, b"a"))
+    conn.data_received(client_frame(Opcode.TEXT, b"b"))
+    assert listener.seen == [b"wait"]
+    assert not transport.reading  # the client is held back, not buffered without bound
+    listener.gate.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert listener.seen == [b"wait", b"a", b"b"]
+    assert transport.reading
+
+
+async def test_lost_while_waiting_is_reported_after_the_wait() -> None:
+    conn, _transport, listener = connect()
+    conn.data_received(client_frame(Opcode.TEXT, b"wait") + client_frame(Opcode.TEXT, b"a"))
+    conn.connection_lost(None)
+    assert listener.disconnected_calls == 0  # a join in flight must finish before the clean-up
+    listener.gate.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert listener.disconnected_calls == 1 and listener.seen == [b"wait"]
+    assert conn.close_code == 1006
+
+
+async def test_ping_is_answered_and_marks_control_frame_clients() -> None:
+    conn, transport, _listener = connect()
+    conn.data_received(client_frame(Opcode.PING, b"abc"))
+    assert transport.writes == [control_frame(Opcode.PONG, b"abc")]
+    assert conn.uses_control_frames
+
+
+async def test_client_close_is_echoed_and_the_link_closed() -> None:
+    conn, transport, _listener = connect()
+    conn.send(b"{}")  # queued, not yet flushed: the leaving client does not get it
+    conn.data_received(client_frame(Opcode.CLOSE, (4001).to_bytes(2, "big") + b"bye"))
+    assert transport.writes == [close_frame(4001, "bye")]
+    assert transport.closed and conn.closed and conn.close_code == 4001
+
+
+async def test_server_close_waits_for_the_answer_then_closes() -> None:
+    conn, transport, listener = connect()
+    conn.close(4201, "Pong reply not received in time")
+    assert transport.writes[-1] == close_frame(4201, "Pong reply not received in time")
+    assert not transport.closed
+    assert listener.disconnected_calls == 1  # it leaves its channels without waiting
+    conn.data_received(client_frame(Opcode.TEXT, b"late"))  # ignored after our close
+    conn.data_received(client_frame(Opcode.CLOSE, (4201).to_bytes(2, "big")))
+    assert transport.closed and listener.seen == []
+    assert len(transport.writes) == 1  # no second close frame
+    conn.connection_lost(None)
+    assert conn.close_code == 4201 and listener.disconnected_calls == 1
+
+
+async def test_oversized_message_gets_pusher_error_then_1009() -> None:
+    conn, transport, listener = connect()
+    conn.data_received(client_frame(Opcode.TEXT, b"ok") + client_frame(Opcode.TEXT, b"x" * 101))
+    assert listener.seen == [b"ok"]  # what was whole before the bad frame still counts
+    error, close = transport.writes
+    message = orjson.loads(error[2:])
+    assert message["event"] == "pusher:error"
+    assert orjson.loads(message["data"]) == {
+        "code": 4200,
+        "message": "Maximum message size exceeded",
+    }
+    assert parse_close(close[2:]) == (1009, "Maximum message size exceeded")
+    conn.data_received(client_frame(Opcode.TEXT, b"after"))  # discarded
+    assert listener.seen == [b"ok"]
+
+
+async def test_invalid_utf8_text_fails_with_1007() -> None:
+    conn, transport, listener = connect()
+    conn.data_received(client_frame(Opcode.TEXT, b"\xff\xfe"))
+    assert listener.seen == []
+    assert parse_close(transport.writes[-1][2:])[0] == 1007
