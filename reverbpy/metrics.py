@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -43,8 +43,6 @@ from reverbpy.protocol.channels import ChannelType
 from reverbpy.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from aiohttp.http_websocket import WSMessage
-
     from reverbpy.config import ServerConfig
     from reverbpy.connection import Connection
     from reverbpy.dispatch import Outbox
@@ -133,20 +131,13 @@ class Wire:
                 "closed", extra={"app_id": conn.app.id, "socket_id": conn.socket_id, "code": code}
             )
 
-    def received(self, conn: Connection, msg: WSMessage) -> None:
-        data = msg.data
-        if msg.type is WSMsgType.TEXT:
-            size = len(data)  # characters: re-encoding every frame to count bytes costs more
-        elif isinstance(data, bytes):
-            size = len(data)
-        else:
-            return
+    def received(self, conn: Connection, payload: bytes) -> None:
         app_id = conn.app.id
         self.messages_in[app_id] += 1
-        self.bytes_in[app_id] += size
+        self.bytes_in[app_id] += len(payload)
         if self.debug:
             extra = {"app_id": app_id, "socket_id": conn.socket_id}
-            log.debug("in  %s", logs.mask_frame(data), extra=extra)
+            log.debug("in  %s", logs.mask_frame(payload), extra=extra)
 
     def replied(self, conn: Connection, frame: bytes) -> None:
         if frame == CLIENT_RATE_LIMITED:
