@@ -22,6 +22,7 @@ from aiohttp import web
 from reverbpy.config import AppConfig
 from reverbpy.connection import Connection, Pending, Refused
 from reverbpy.dispatch import Outbox
+from reverbpy.http_api.responses import json
 from reverbpy.hub import Hub
 from reverbpy.metrics import WIRE
 from reverbpy.protocol import messages
@@ -101,17 +102,19 @@ class _Detached(web.StreamResponse):
         return None
 
 
-def _handshake_error(request: web.Request) -> str | None:
-    """Why this is not a WebSocket upgrade we accept (RFC 6455 4.2.1), if it is not."""
+def _handshake_error(request: web.Request) -> web.Response | None:
+    """The answer to an upgrade request we cannot accept (RFC 6455 4.2.1, 4.4), if any."""
     headers = request.headers
     if "websocket" not in headers.get("Upgrade", "").lower():
-        return "No WebSocket UPGRADE hdr"
+        return json({"error": "Expected a WebSocket upgrade request"}, 400)
     if "upgrade" not in headers.get("Connection", "").lower():
-        return "No CONNECTION upgrade hdr"
+        return json({"error": "Expected 'Connection: Upgrade'"}, 400)
     if headers.get("Sec-WebSocket-Version") != "13":
-        return "Unsupported Sec-WebSocket-Version (13 is supported)"
+        refused = json({"error": "Unsupported Sec-WebSocket-Version: 13 is supported"}, 426)
+        refused.headers["Sec-WebSocket-Version"] = "13"
+        return refused
     if not valid_key(headers.get("Sec-WebSocket-Key")):
-        return "Handshake error: invalid Sec-WebSocket-Key"
+        return json({"error": "Invalid Sec-WebSocket-Key"}, 400)
     return None
 
 
@@ -143,9 +146,9 @@ class WebSocketHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer the upgrade and hand the socket to a ``Connection``; returns at once."""
-        problem = _handshake_error(request)
-        if problem is not None:
-            raise web.HTTPBadRequest(text=problem)
+        not_accepted = _handshake_error(request)
+        if not_accepted is not None:
+            return not_accepted
         key = request.match_info["key"]
         state = self.hub.registry.by_key(key)
         others = self.hub.adapter.other_connections(state) if state is not None else 0
