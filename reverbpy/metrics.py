@@ -380,19 +380,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def http_metrics(hub: Hub, prefix: str) -> Middleware:
-    """Outermost middleware: counts HTTP API requests by route pattern, app and final status."""
+    """Outermost middleware: counts HTTP API requests by route pattern, app and final status.
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        resource = request.match_info.route.resource
-        endpoint = resource.canonical if resource is not None else ""
-        if "/apps/" not in endpoint:
-            return await handler(request)
+    Not a coroutine itself: other routes (the WebSocket one above all) get their handler's
+    awaitable back untouched, and only API requests pay for the timing frame.
+    """
+
+    async def timed(request: web.Request, handler: Handler, endpoint: str) -> web.StreamResponse:
         app_id = request.match_info.get("app_id", "")
         if hub.registry.by_id(app_id) is None:
             app_id = "unknown"  # never let a client invent label values
-        if prefix and endpoint.startswith(prefix):
-            endpoint = endpoint[len(prefix) :]
         start = time.perf_counter()
         status = 500
         try:
@@ -405,4 +402,15 @@ def http_metrics(hub: Hub, prefix: str) -> Middleware:
         finally:
             WIRE.http(endpoint, app_id, status, time.perf_counter() - start)
 
+    @web.middleware
+    def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        resource = request.match_info.route.resource
+        endpoint = resource.canonical if resource is not None else ""
+        if "/apps/" not in endpoint:
+            return handler(request)
+        if prefix and endpoint.startswith(prefix):
+            endpoint = endpoint[len(prefix) :]
+        return timed(request, handler, endpoint)
+
+    middleware.websocket_aware = True  # type: ignore[attr-defined]
     return middleware

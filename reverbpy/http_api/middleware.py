@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from reverbpy.config import AppConfig
 from reverbpy.http_api.errors import ApiError
 from reverbpy.http_api.keys import APP_STATE, BODY, CONFIG, HUB
 from reverbpy.http_api.responses import json
-from reverbpy.protocol.auth import RequestAuthError, SignedRequest, verify_request
+from reverbpy.protocol.auth import ApiVerifier, RequestAuthError, parse_query
 
 log = logging.getLogger("reverbpy.http_api")
 
@@ -22,6 +23,18 @@ SIGNED_BY_KEY = "signed-by-key"
 WEBSOCKET_ROUTE = "pusher-websocket"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+_verifiers: dict[str, tuple[AppConfig, ApiVerifier]] = {}
+"""App id to its config and verifier. Checked by identity, so a reload that replaces the
+config (a new secret) gets a new verifier; bounded by the number of app ids."""
+
+
+def _verifier(app: AppConfig) -> ApiVerifier:
+    cached = _verifiers.get(app.id)
+    if cached is None or cached[0] is not app:
+        cached = _verifiers[app.id] = (app, ApiVerifier(app.key, app.secret.reveal()))
+    return cached[1]
 
 
 def _json_error(status: int, message: str) -> web.Response:
@@ -41,26 +54,38 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 @web.middleware
-async def signed_api(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every ``/apps/{app_id}/...`` request must be signed with that app's secret."""
-    registry = request.app[HUB].registry
+def signed_api(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """Every ``/apps/{app_id}/...`` request must be signed with that app's secret.
+
+    Not a coroutine: other routes, the WebSocket one above all, get their handler's awaitable
+    back, so no frame of this lives as long as a socket does (see ``skip_websocket``).
+    """
     app_id = request.match_info.get("app_id")
+    if app_id is None and request.match_info.route.name != SIGNED_BY_KEY:
+        return handler(request)
+    return _signed(request, handler, app_id)
+
+
+signed_api.websocket_aware = True  # type: ignore[attr-defined]
+
+
+async def _signed(request: web.Request, handler: Handler, app_id: str | None) -> web.StreamResponse:
+    app = request.app
+    registry = app[HUB].registry
     if app_id is not None:
         state = registry.by_id(app_id)
         if state is None:
             raise ApiError(404, f"No matching application for ID [{app_id}].")
-    elif request.match_info.route.name == SIGNED_BY_KEY:
+    else:
         state = registry.by_key(request.query.get("auth_key", ""))
         if state is None:
             raise ApiError(401, "Unknown auth_key")
-    else:
-        return await handler(request)
-    config = request.app[CONFIG]
-    if request.content_length is not None and request.content_length > config.max_request_size:
-        raise ApiError(413, f"Request body larger than {config.max_request_size} bytes")
-    body = await request.content.read(config.max_request_size + 1) if request.can_read_body else b""
-    if len(body) > config.max_request_size:
-        raise ApiError(413, f"Request body larger than {config.max_request_size} bytes")
+    config = app[CONFIG]
+    limit = config.max_request_size
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, f"Request body larger than {limit} bytes")
+    body = await _read_body(request, limit)
     path = request.path
     # The SDKs sign the path without the server's prefix (Reverb #356); accept both forms.
     paths = (
@@ -69,10 +94,11 @@ async def signed_api(request: web.Request, handler: Handler) -> web.StreamRespon
         else (path,)
     )
     try:
-        verify_request(
-            SignedRequest(request.method, paths, request.query, body),
-            key=state.app.key,
-            secret=state.app.secret.reveal(),
+        _verifier(state.app).verify(
+            request.method,
+            paths,
+            parse_query(request.rel_url.raw_query_string),
+            body,
             now=time.time(),
         )
     except RequestAuthError as exc:
@@ -84,6 +110,27 @@ async def signed_api(request: web.Request, handler: Handler) -> web.StreamRespon
     request[APP_STATE] = state
     request[BODY] = body
     return await handler(request)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body; ``ApiError`` 413 past ``limit`` bytes.
+
+    Usually the body came with the headers and is all buffered already: it is taken without
+    awaiting. Otherwise chunks are gathered until its end, since one ``read()`` returns only
+    what has arrived so far (a body split over TCP segments used to be cut short, and then
+    refused for its body_md5).
+    """
+    content = request.content
+    if content.is_eof():
+        body = content.read_nowait()
+    else:
+        buffer = bytearray()
+        while len(buffer) <= limit and (chunk := await content.readany()):
+            buffer += chunk
+        body = bytes(buffer)
+    if len(body) > limit:
+        raise ApiError(413, f"Request body larger than {limit} bytes")
+    return body
 
 
 def skip_websocket(inner: Middleware) -> Middleware:

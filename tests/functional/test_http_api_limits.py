@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.conftest import ServerProcess, start_server
@@ -90,6 +93,49 @@ async def test_request_body_limit(http: aiohttp.ClientSession, tmp_path: Path) -
     try:
         status, reply = await api(http, server, "POST", "/events", event(data="x" * 2000))
         assert status == 413 and "1000 bytes" in reply["error"]
+    finally:
+        server.stop()
+
+
+async def _send_in_pieces(server: ServerProcess, head: str, pieces: list[bytes]) -> bytes:
+    """One HTTP request written as the headers, then each piece after a pause."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(head.encode())
+        for piece in pieces:
+            await asyncio.sleep(0.05)
+            writer.write(piece)
+            await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_a_body_arriving_in_pieces_is_read_whole(shared_server: ServerProcess) -> None:
+    body = orjson.dumps(event(data="x" * 5000))
+    url = urlsplit(signed_url(shared_server, "POST", f"/apps/{shared_server.app_id}/events", body))
+    head = (
+        f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    response = await _send_in_pieces(shared_server, head, [body[:100], body[100:3000], body[3000:]])
+    assert response.startswith(b"HTTP/1.1 200 "), response
+    assert response.endswith(b"\r\n\r\n{}")
+
+
+async def test_a_chunked_body_over_the_limit_is_refused(tmp_path: Path) -> None:
+    server = start_server(tmp_path, extra_env={"REVERB_MAX_REQUEST_SIZE": "1000"})
+    try:
+        body = orjson.dumps(event(data="x" * 2000))
+        url = urlsplit(signed_url(server, "POST", f"/apps/{server.app_id}/events", body))
+        head = (
+            f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        chunks = [f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (body[:600], body[600:])]
+        response = await _send_in_pieces(server, head, [*chunks, b"0\r\n\r\n"])
+        assert response.startswith(b"HTTP/1.1 413 "), response
+        assert b'{"error":"Request body larger than 1000 bytes"}' in response
     finally:
         server.stop()
 

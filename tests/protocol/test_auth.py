@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
 
 from reverbpy.protocol.auth import (
+    ApiVerifier,
     RequestAuthError,
     SignedRequest,
     body_md5,
+    parse_query,
     request_string_to_sign,
     sign,
     sign_request,
@@ -125,3 +129,91 @@ def test_path_prefix_may_or_may_not_be_signed() -> None:
 
 def test_query_keys_are_lowercased_and_sorted() -> None:
     assert request_string_to_sign("get", "/p", {"B": "2", "a": "1", "auth_signature": "x"}) == "GET\n/p\na=1&b=2"
+
+
+# --- the raw query string, parsed once per API request ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "pairs"),
+    [
+        ("", []),
+        ("a=1&b=2", [("a", "1"), ("b", "2")]),
+        ("a=1&a=2", [("a", "1"), ("a", "2")]),  # repeated names are all kept, in order
+        ("a=&b", [("a", ""), ("b", "")]),  # empty values, and a name without '='
+        ("&&a=1&&", [("a", "1")]),  # empty pieces are skipped
+        ("=v", [("", "v")]),
+        ("a=b=c", [("a", "b=c")]),  # only the first '=' separates
+        ("a=x+y&k+k=1", [("a", "x y"), ("k k", "1")]),  # '+' is a space...
+        ("a=%2B", [("a", "+")]),  # ...and an encoded '+' is a plus
+        ("a=%20+%20", [("a", "   ")]),
+        ("a%3D=1", [("a=", "1")]),  # '=' decoded from a name stays in the name
+        ("a=%e2%82%ac", [("a", "\u20ac")]),  # UTF-8
+        ("a=%FF", [("a", "\ufffd")]),  # invalid UTF-8
+        ("a=%zz&b=%", [("a", "%zz"), ("b", "%")]),  # malformed escapes pass through
+        ("a=1;b=2", [("a", "1;b=2")]),  # ';' is not a separator
+        ("info=user_count%2Csubscription_count", [("info", "user_count,subscription_count")]),
+        ("A=1&a=2", [("A", "1"), ("a", "2")]),  # names keep their case here
+    ],
+)
+def test_parse_query(raw: str, pairs: list[tuple[str, str]]) -> None:
+    assert parse_query(raw) == pairs
+    assert parse_query(raw) == parse_qsl(raw, keep_blank_values=True)
+
+
+def _signed_query(params: dict[str, str], path: str = "/apps/3/events") -> str:
+    signature = sign_request("POST", path, params, SECRET)
+    return "&".join(f"{k}={v}" for k, v in {**params, "auth_signature": signature}.items())
+
+
+def test_verifier_accepts_a_raw_query_and_is_reusable() -> None:
+    verifier = ApiVerifier(KEY, SECRET)
+    raw = _signed_query(QUERY)
+    for _ in range(3):  # the keyed HMAC is copied, never consumed
+        verifier.verify("POST", ["/apps/3/events"], parse_query(raw), BODY, now=1353088179)
+    assert verifier.sign("POST\n/apps/3/events\n" + raw.rsplit("&auth_signature", 1)[0]) == SIGNATURE
+
+
+def test_verifier_signs_decoded_values_with_lowercased_sorted_names() -> None:
+    params = {"auth_version": "1.0", "AUTH_KEY": KEY, "auth_timestamp": "1353088179",
+              "info": "user_count,subscription_count"}
+    # Signed over the decoded, lowercased and sorted parameters; sent encoded, in any order.
+    signature = sign_request("GET", "/apps/3/channels", params, SECRET)
+    assert request_string_to_sign("GET", "/apps/3/channels", params).endswith(
+        "auth_version=1.0&info=user_count,subscription_count"
+    )
+    raw = (f"info=user_count%2Csubscription_count&auth_signature={signature}&AUTH_KEY={KEY}"
+           "&auth_timestamp=1353088179&auth_version=1.0")
+    ApiVerifier(KEY, SECRET).verify("GET", ["/apps/3/channels"], parse_query(raw), b"", now=1353088179)
+
+
+def test_verifier_refuses_a_repeated_parameter_that_was_not_signed() -> None:
+    raw = _signed_query(QUERY) + "&auth_timestamp=1353088179"
+    with pytest.raises(RequestAuthError, match="Invalid signature"):
+        ApiVerifier(KEY, SECRET).verify("POST", ["/apps/3/events"], parse_query(raw), BODY, now=1353088179)
+
+
+@pytest.mark.parametrize(
+    ("drop", "why"),
+    [("auth_key", "Missing auth_key"), ("auth_timestamp", "Missing auth_timestamp"),
+     ("auth_version", "Missing auth_version"), ("auth_signature", "Missing auth_signature")],
+)
+def test_verifier_names_the_missing_parameter(drop: str, why: str) -> None:
+    pairs = [(k, v) for k, v in parse_query(_signed_query(QUERY)) if k != drop]
+    with pytest.raises(RequestAuthError, match=why):
+        ApiVerifier(KEY, SECRET).verify("POST", ["/apps/3/events"], pairs, BODY, now=1353088179)
+
+
+def test_verifier_survives_non_ascii_values() -> None:
+    """compare_digest raises TypeError on non-ASCII str: values are compared as bytes."""
+    for name in ("auth_key", "body_md5", "auth_signature"):
+        pairs = [(k, "\u00e9" if k == name else v) for k, v in parse_query(_signed_query(QUERY))]
+        with pytest.raises(RequestAuthError):
+            ApiVerifier(KEY, SECRET).verify("POST", ["/apps/3/events"], pairs, BODY, now=1353088179)
+
+
+def test_verifier_checks_the_body_md5_before_the_signature() -> None:
+    with pytest.raises(RequestAuthError, match="body_md5 does not match"):
+        ApiVerifier(KEY, SECRET).verify(
+            "POST", ["/apps/3/events"], parse_query(_signed_query(QUERY)), BODY + b" ", now=1353088179
+        )
