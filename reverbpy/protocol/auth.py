@@ -98,7 +98,7 @@ def body_md5(body: bytes) -> str:
 def _joined(params: list[tuple[str, str]]) -> str:
     """``a=1&b=2``: lowercased ``(name, value)`` pairs, sorted (by value too for a name sent
     twice), as the signature covers them."""
-    return "&".join([f"{k}={v}" for k, v in sorted(params)])
+    return "&".join(map("=".join, sorted(params)))
 
 
 def request_string_to_sign(
