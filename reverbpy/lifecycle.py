@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from aiohttp.typedefs import Middleware
 from reverbpy import logs
 from reverbpy.config import AppConfig, ConfigError, ServerConfig
 from reverbpy.dispatch import Outbox
+from reverbpy.http_api.front import TRIGGERS, FrontDoor, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
 from reverbpy.hub import close_all
 from reverbpy.metrics import METRICS, WIRE, Metrics, http_metrics
@@ -116,6 +118,7 @@ def reload_apps(app: web.Application, apps: tuple[AppConfig, ...]) -> dict[str, 
     registry = app[HUB].registry
     before = {i: s.app for i, s in registry.apps.items()}
     removed = registry.reload(apps)
+    app[TRIGGERS].refresh()
     closed = _close(removed, "Application removed")
     disabled = [s for s in registry.apps.values() if not s.app.enabled]
     closed += _close(disabled, "Application disabled")
@@ -181,14 +184,21 @@ async def serve(
         app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_grace
     )
     await runner.setup()
-    await web.SockSite(runner, sock, backlog=4096, ssl_context=ssl_context).start()
+    loop = asyncio.get_running_loop()
+    triggers = app[TRIGGERS]
+    aiohttp_server = runner.server
+    assert aiohttp_server is not None
+    # Not a ``web.SockSite``: connections start at a ``FrontDoor`` (see ``http_api.front``).
+    server = await loop.create_server(
+        lambda: FrontDoor(triggers, aiohttp_server), sock=sock, backlog=4096, ssl=ssl_context
+    )
+    idle_sweep = asyncio.create_task(_sweep_idle(triggers))
     metrics_runner = None
     if metrics_app is not None and metrics_sock is not None:
         metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
         await metrics_runner.setup()
         await web.SockSite(metrics_runner, metrics_sock, ssl_context=ssl_context).start()
 
-    loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
     def on_stop(name: str) -> None:
@@ -223,6 +233,9 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, on_reload)
 
     await stopping.wait()
+    server.close()  # no new connections; aiohttp's own are closed by runner.cleanup()
+    idle_sweep.cancel()
+    triggers.close_all()
     try:
         async with asyncio.timeout(config.shutdown_grace + 1.0):
             await runner.cleanup()
@@ -232,6 +245,12 @@ async def serve(
         log.warning("grace period of %.1fs over, exiting", config.shutdown_grace)
     log.info("stopped")
     return 0
+
+
+async def _sweep_idle(triggers: Triggers) -> None:
+    while True:
+        await asyncio.sleep(10)
+        triggers.sweep(time.monotonic())
 
 
 # --- wiring --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from reverbpy.config import ServerConfig
 from reverbpy.dispatch import Outbox
+from reverbpy.http_api.front import TRIGGERS, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
 from reverbpy.http_api.middleware import json_errors, signed_api, skip_websocket
 from reverbpy.http_api.routes import routes
@@ -85,6 +86,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app[HUB] = hub
     app[OUTBOX] = outbox
     app[WEBHOOKS] = webhooks
+    app[TRIGGERS] = Triggers(hub, config)
     app.add_routes(routes(config.path, WebSocketHandler(hub, outbox)))
     app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_adapter)

@@ -13,6 +13,7 @@ from reverbpy.config import AppConfig
 from reverbpy.http_api.errors import ApiError
 from reverbpy.http_api.keys import APP_STATE, BODY, HUB
 from reverbpy.http_api.responses import json
+from reverbpy.hub import Hub
 from reverbpy.protocol.channels import channel_name_error, is_encrypted, is_presence
 from reverbpy.registry import AppState
 
@@ -21,8 +22,7 @@ _EVENT_INFO = frozenset({"subscription_count", "user_count"})
 _NO_INFO: frozenset[str] = frozenset()
 
 
-def _json_body(request: web.Request) -> Any:
-    body = request[BODY]
+def _json_body(body: bytes) -> Any:
     if not body:
         raise ApiError(400, "Request body must be a JSON object")
     try:
@@ -107,8 +107,9 @@ class Event:
         return list(dict.fromkeys(channels))
 
 
-async def _channel_info(request: web.Request, name: str, attrs: frozenset[str]) -> dict[str, int]:
-    hub, state = request.app[HUB], request[APP_STATE]
+async def _channel_info(
+    hub: Hub, state: AppState, name: str, attrs: frozenset[str]
+) -> dict[str, int]:
     info: dict[str, int] = {}
     if "user_count" in attrs and is_presence(name):
         info["user_count"] = len({m.key for m in await hub.presence_members(state, name)})
@@ -122,34 +123,49 @@ def _within_rate(state: AppState, events: int) -> None:
         raise ApiError(429, f"Over the limit of {state.app.backend_event_rate} events per second")
 
 
-def _publish(request: web.Request, state: AppState, event: Event) -> None:
-    request.app[HUB].trigger(state, event.channels, event.name, event.data, event.socket_id)
+def publish(hub: Hub, state: AppState, body: bytes, *, batch: bool) -> list[Event]:
+    """Validate a ``POST events`` (or ``batch_events``) body and publish it; ``ApiError``
+    when it is refused, in which case nothing of it was published."""
+    payload = _json_body(body)
+    if batch:
+        items = payload.get("batch") if isinstance(payload, dict) else None
+        if not isinstance(items, list) or not items:
+            raise ApiError(400, "'batch' must be a non-empty list of events")
+        if len(items) > state.app.max_batch_size:
+            raise ApiError(400, f"At most {state.app.max_batch_size} events per batch")
+        events = [Event(item, state.app, single_channel=True) for item in items]
+    else:
+        events = [Event(payload, state.app, single_channel=False)]
+    _within_rate(state, len(events))
+    for event in events:
+        hub.trigger(state, event.channels, event.name, event.data, event.socket_id)
+    return events
+
+
+def wants_info(events: list[Event]) -> bool:
+    """Whether the answer needs channel info (an await on the cluster) rather than ``{}``."""
+    return any(e.info for e in events)
+
+
+async def answer(hub: Hub, state: AppState, events: list[Event], *, batch: bool) -> dict[str, Any]:
+    """The response body, with the channel info the events asked for."""
+    if batch:
+        return {"batch": [await _channel_info(hub, state, e.channels[0], e.info) for e in events]}
+    event = events[0]
+    return {"channels": {c: await _channel_info(hub, state, c, event.info) for c in event.channels}}
+
+
+async def _handle(request: web.Request, *, batch: bool) -> web.Response:
+    hub, state = request.app[HUB], request[APP_STATE]
+    events = publish(hub, state, request[BODY], batch=batch)
+    if not wants_info(events):
+        return json({})
+    return json(await answer(hub, state, events, batch=batch))
 
 
 async def trigger(request: web.Request) -> web.Response:
-    state = request[APP_STATE]
-    event = Event(_json_body(request), state.app, single_channel=False)
-    _within_rate(state, 1)
-    _publish(request, state, event)
-    if not event.info:
-        return json({})
-    return json(
-        {"channels": {c: await _channel_info(request, c, event.info) for c in event.channels}}
-    )
+    return await _handle(request, batch=False)
 
 
 async def trigger_batch(request: web.Request) -> web.Response:
-    state = request[APP_STATE]
-    body = _json_body(request)
-    batch = body.get("batch") if isinstance(body, dict) else None
-    if not isinstance(batch, list) or not batch:
-        raise ApiError(400, "'batch' must be a non-empty list of events")
-    if len(batch) > state.app.max_batch_size:
-        raise ApiError(400, f"At most {state.app.max_batch_size} events per batch")
-    events = [Event(item, state.app, single_channel=True) for item in batch]
-    _within_rate(state, len(events))
-    for event in events:
-        _publish(request, state, event)
-    if not any(e.info for e in events):
-        return json({})
-    return json({"batch": [await _channel_info(request, e.channels[0], e.info) for e in events]})
+    return await _handle(request, batch=True)

@@ -86,23 +86,9 @@ async def _signed(request: web.Request, handler: Handler, app_id: str | None) ->
     if length is not None and length > limit:
         raise ApiError(413, f"Request body larger than {limit} bytes")
     body = await _read_body(request, limit)
-    path = request.path
-    # The SDKs sign the path without the server's prefix (Reverb #356); accept both forms.
-    paths = (
-        (path[len(config.path) :], path)
-        if config.path and path.startswith(config.path)
-        else (path,)
+    check_signature(
+        state.app, config.path, request.method, request.path, request.rel_url.raw_query_string, body
     )
-    try:
-        _verifier(state.app).verify(
-            request.method,
-            paths,
-            parse_query(request.rel_url.raw_query_string),
-            body,
-            now=time.time(),
-        )
-    except RequestAuthError as exc:
-        raise ApiError(401, str(exc)) from None
     if request.method == "GET" and not state.read_requests.allow(time.monotonic()):
         raise ApiError(
             429, f"Over the limit of {state.app.read_request_rate} read requests per second"
@@ -110,6 +96,18 @@ async def _signed(request: web.Request, handler: Handler, app_id: str | None) ->
     request[APP_STATE] = state
     request[BODY] = body
     return await handler(request)
+
+
+def check_signature(
+    app: AppConfig, prefix: str, method: str, path: str, raw_query: str, body: bytes
+) -> None:
+    """``ApiError`` 401 unless the request is signed with the app's secret, recently."""
+    # The SDKs sign the path without the server's prefix (Reverb #356); accept both forms.
+    paths = (path[len(prefix) :], path) if prefix and path.startswith(prefix) else (path,)
+    try:
+        _verifier(app).verify(method, paths, parse_query(raw_query), body, now=time.time())
+    except RequestAuthError as exc:
+        raise ApiError(401, str(exc)) from None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

@@ -1,0 +1,70 @@
+"""The one HTTP/1.1 request shape reverbpy answers without aiohttp: a signed ``POST`` of events.
+
+Triggering events is what a broadcast server's HTTP API does all day, and aiohttp's per-request
+machinery (a request object, a task, routing, middlewares, a response object) costs more than
+the trigger itself. So the request head is read here, strictly: ``POST``, HTTP/1.1, an ASCII
+target without percent-escapes, one ``Content-Length``, no ``Transfer-Encoding``, ``Expect`` or
+``Upgrade``, well-formed header lines. Anything else, valid or not, is left to aiohttp, whose
+parser (llhttp) has the final say: this reader only ever narrows what it accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+MAX_HEAD: Final = 8192
+_REFUSED_HEADERS: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    path: str
+    query: str
+    body_start: int
+    content_length: int
+    keep_alive: bool
+
+
+class NotOurs:
+    """The request is for aiohttp (another route, another shape, or malformed)."""
+
+
+NOT_OURS: Final = NotOurs()
+
+
+def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
+    """The head at the start of ``buffer`` if it is a fast-path request for one of ``paths``;
+    ``None`` while it is incomplete."""
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+    if end < 0:
+        if len(buffer) >= MAX_HEAD or b"\n\n" in buffer or not b"POST ".startswith(buffer[:5]):
+            return NOT_OURS
+        return None
+    lines = buffer[:end].split(b"\r\n")
+    request_line = lines[0].split(b" ")
+    if len(request_line) != 3 or request_line[0] != b"POST" or request_line[2] != b"HTTP/1.1":
+        return NOT_OURS
+    target = request_line[1]
+    path, _, query = target.partition(b"?")
+    if path not in paths or not query.isascii() or b"#" in query:
+        return NOT_OURS
+    content_length = -1
+    keep_alive = True
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or b"\n" in line or b"\r" in line or name != name.strip():
+            return NOT_OURS
+        name = name.lower()
+        if name == b"content-length":
+            value = value.strip()
+            if content_length >= 0 or not value.isdigit() or len(value) > 12:
+                return NOT_OURS
+            content_length = int(value)
+        elif name == b"connection":
+            keep_alive = b"close" not in value.lower()
+        elif name in _REFUSED_HEADERS:
+            return NOT_OURS
+    if content_length < 0:
+        return NOT_OURS
+    return Head(path.decode(), query.decode(), end + 4, content_length, keep_alive)

@@ -1,0 +1,56 @@
+"""The strict request-head reader of the trigger fast path: what it takes, what it leaves."""
+
+from __future__ import annotations
+
+import pytest
+
+from reverbpy.protocol.http1 import MAX_HEAD, NOT_OURS, Head, read_head
+
+PATHS = frozenset({b"/apps/1/events", b"/apps/1/batch_events"})
+
+
+def request(*headers: str, target: str = "/apps/1/events?auth_key=k", line: str | None = None) -> bytes:
+    first = line if line is not None else f"POST {target} HTTP/1.1"
+    return ("\r\n".join([first, *headers]) + "\r\n\r\n").encode()
+
+
+def test_a_trigger_head() -> None:
+    data = request("Host: x", "Content-Type: application/json", "content-length: 2") + b"{}"
+    head = read_head(data, PATHS)
+    assert head == Head("/apps/1/events", "auth_key=k", len(data) - 2, 2, True)
+
+
+def test_connection_close_and_incomplete_heads() -> None:
+    head = read_head(request("Content-Length: 0", "Connection: close"), PATHS)
+    assert isinstance(head, Head) and not head.keep_alive
+    whole = request("Content-Length: 0")
+    for cut in (1, 4, 5, 20, len(whole) - 1):
+        assert read_head(whole[:cut], PATHS) is None  # wait for more
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request("Content-Length: 0", line="GET /apps/1/events HTTP/1.1"),
+        request("Content-Length: 0", line="POST /apps/1/events HTTP/1.0"),
+        request("Content-Length: 0", target="/apps/2/events"),  # another app id: aiohttp's 404
+        request("Content-Length: 0", target="/apps/1/channels"),
+        request("Content-Length: 0", target="/apps/1/%65vents"),  # escapes: aiohttp decodes
+        request("Content-Length: 0", target="/apps/1/events?a=\u00e9"),
+        request(),  # no Content-Length
+        request("Content-Length: 2", "Content-Length: 2"),
+        request("Content-Length: -1"),
+        request("Content-Length: 2", "Transfer-Encoding: chunked"),
+        request("Content-Length: 2", "Expect: 100-continue"),
+        request("Content-Length: 2", "Upgrade: h2c"),
+        request("Content-Length: 2", " folded: continuation"),
+        request("Content-Length: 2", "Bad\nHeader: x"),
+        request("Content-Length : 2"),
+        request("Content-Length: 2", "NoColon"),
+        b"GET / HTTP/1.1\r\n",  # rejected from its first bytes, without waiting for the end
+        b"POST /apps/1/events HTTP/1.1\n\n",  # bare LF line ends
+        b"POST /apps/1/events?" + b"a" * MAX_HEAD,  # an endless head
+    ],
+)
+def test_left_to_aiohttp(data: bytes) -> None:
+    assert read_head(data, PATHS) is NOT_OURS
