@@ -95,9 +95,8 @@ async def wait_closed(within: float) -> None:
     start = time.monotonic()
     await _closing.wait(min(within, HANDSHAKE_WAIT))
     for conn in list(_closing.sockets):
-        conn._transport.close()
-    remaining = within - (time.monotonic() - start)
-    if _tasks and remaining > 0:
+        conn._transport.abort()
+    while _tasks and (remaining := within - (time.monotonic() - start)) > 0:
         await asyncio.wait(list(_tasks), timeout=remaining)
 
 
@@ -202,9 +201,7 @@ class Connection(asyncio.Protocol):
         """Ask an idle client whether it is alive: a control frame if it uses them (Reverb #224)."""
         self.pinged_at = now
         if self.uses_control_frames:
-            self.flush()
-            if not self._close_sent:
-                self._transport.write(_PING)
+            self.queue(_PING)
         else:
             self.send(payload)
 
@@ -236,10 +233,16 @@ class Connection(asyncio.Protocol):
         if self.close_code is None:
             self.close_code = code
         self._transport.write(close_frame(code, reason))
-        self._close_timer = asyncio.get_running_loop().call_later(
-            CLOSE_TIMEOUT, self._transport.abort
-        )
+        self._abort_later()
         _closing.add(self)
+
+    def _abort_later(self) -> None:
+        """A graceful close waits for the write buffer to drain, which a peer that stopped
+        reading never lets happen: past ``CLOSE_TIMEOUT`` the link is dropped."""
+        if self._close_timer is None:
+            self._close_timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT, self._transport.abort
+            )
 
     # --- inbound (asyncio.Protocol) -------------------------------------------------------
 
@@ -270,10 +273,10 @@ class Connection(asyncio.Protocol):
                 else:
                     self._deliver(opcode, payload)
             elif opcode == Opcode.PING:
+                # Queued like any frame, so a client that pings but never reads is a slow
+                # consumer like any other (dropped past max_write_buffer).
                 self.uses_control_frames = True
-                self.flush()
-                if not self._close_sent:
-                    self._transport.write(control_frame(Opcode.PONG, payload))
+                self.queue(control_frame(Opcode.PONG, payload))
             elif opcode == Opcode.PONG:
                 self.uses_control_frames = True
             else:
@@ -310,19 +313,30 @@ class Connection(asyncio.Protocol):
             _run(pending)
 
     def _deliver(self, opcode: int, payload: bytes) -> None:
-        pending = self._listener.message(self, opcode, payload)
+        try:
+            pending = self._listener.message(self, opcode, payload)
+        except Exception as exc:
+            self._internal_error(exc)
+            return
         if pending is not None:
             self._backlog = []
             self._transport.pause_reading()
             _run(pending).add_done_callback(self._resume)
 
+    def _internal_error(self, exc: BaseException) -> None:
+        """A bug or a lost backend (Redis) while handling a message: the client reconnects
+        (4200) rather than stay half-subscribed."""
+        log.error("error handling a message from %s", self.socket_id, exc_info=exc)
+        self.fail(ErrorCode.GENERIC_RECONNECT, "Internal server error")
+
     def _resume(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("error handling a message from %s", self.socket_id, exc_info=task.exception())
         backlog = self._backlog or []
         self._backlog = None
-        if self._finished:
+        if self._finished:  # done for while the listener waited: report it now
             self._disconnected()
+            return
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._internal_error(exc)
             return
         for i, (opcode, payload) in enumerate(backlog):
             if self.closed:
@@ -350,6 +364,7 @@ class Connection(asyncio.Protocol):
             self._transport.write(close_frame(echo, reason))
             self._close_sent = True
         self._transport.close()
+        self._abort_later()
         self._finish()
 
     def _fail_protocol(self, exc: FrameError) -> None:
@@ -360,9 +375,8 @@ class Connection(asyncio.Protocol):
             self.send(messages.error(ErrorCode.GENERIC_RECONNECT, MAX_MESSAGE_SIZE_REASON))
             exc.reason = MAX_MESSAGE_SIZE_REASON
         self.close(exc.code, exc.reason)
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-        self._close_timer = asyncio.get_running_loop().call_later(LINGER, self._transport.close)
+        self._abort_later()
+        asyncio.get_running_loop().call_later(LINGER, self._transport.close)
 
     def __repr__(self) -> str:
         return f"Connection({self.socket_id!r}, app={self.app.id!r})"
@@ -372,18 +386,23 @@ class Refused(asyncio.Protocol):
     """A socket turned away after the upgrade: it has been sent ``pusher:error`` and a close
     frame; what the client sends now is discarded until it closes, or the linger ends."""
 
-    __slots__ = ("_timer", "_transport")
+    __slots__ = ("_timers", "_transport")
 
     def __init__(self, transport: asyncio.Transport, code: int, reason: str) -> None:
         self._transport = transport
         transport.write(text_frame(messages.error(code, reason)) + close_frame(code, reason))
         transport.set_protocol(self)
         transport.resume_reading()
-        self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+        loop = asyncio.get_running_loop()
+        self._timers = (
+            loop.call_later(LINGER, transport.close),
+            loop.call_later(CLOSE_TIMEOUT, transport.abort),
+        )
 
     def data_received(self, data: bytes) -> None:
         if data[:1] and data[0] & 0x0F == Opcode.CLOSE:  # the client's answer: done
             self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._timer.cancel()
+        for timer in self._timers:
+            timer.cancel()

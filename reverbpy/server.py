@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from reverbpy.config import ServerConfig
+from reverbpy.connection import wait_closed
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import TRIGGERS, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
@@ -50,10 +51,8 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_sockets(app: web.Application) -> None:
     """On SIGTERM/SIGINT: every socket gets 4200 and a close, then aiohttp stops."""
-    if app[HUB].shutdown():
-        from reverbpy.connection import wait_closed
-
-        await wait_closed(within=3.0)
+    app[HUB].shutdown()
+    await wait_closed(within=3.0)
 
 
 async def _webhooks(app: web.Application) -> AsyncIterator[None]:

@@ -105,7 +105,8 @@ class _Detached(web.StreamResponse):
 def _handshake_error(request: web.Request) -> web.Response | None:
     """The answer to an upgrade request we cannot accept (RFC 6455 4.2.1, 4.4), if any."""
     headers = request.headers
-    if "websocket" not in headers.get("Upgrade", "").lower():
+    # Exactly ``websocket``, as aiohttp's parser requires before it stops parsing HTTP.
+    if headers.get("Upgrade", "").strip().lower() != "websocket":
         return json({"error": "Expected a WebSocket upgrade request"}, 400)
     if "upgrade" not in headers.get("Connection", "").lower():
         return json({"error": "Expected 'Connection: Upgrade'"}, 400)
@@ -118,7 +119,7 @@ def _handshake_error(request: web.Request) -> web.Response | None:
     return None
 
 
-def _take_over(request: web.Request) -> tuple[asyncio.Transport, bytes]:
+def _take_over(request: web.Request) -> tuple[asyncio.Transport, bytes] | None:
     """Take the socket from aiohttp once it has parsed the upgrade request.
 
     aiohttp's ``WebSocketResponse`` keeps the request, its parser, a reader queue and a task
@@ -130,7 +131,7 @@ def _take_over(request: web.Request) -> tuple[asyncio.Transport, bytes]:
     handler = request.protocol
     transport = request.transport
     if transport is None or transport.is_closing():
-        raise ConnectionResetError("client left during the handshake")
+        return None  # the client left during the handshake
     tail: bytes = getattr(handler, "_message_tail", b"")
     handler.transport = None  # so that aiohttp's clean-up cannot close it
     handler.connection_lost(None)
@@ -153,7 +154,10 @@ class WebSocketHandler:
         state = self.hub.registry.by_key(key)
         others = self.hub.adapter.other_connections(state) if state is not None else 0
         refused = _door_check(request, state, key, others)
-        transport, tail = _take_over(request)
+        taken = _take_over(request)
+        if taken is None:
+            return _Detached(status=499)  # nothing to answer: the client is gone
+        transport, tail = taken
         transport.write(handshake_response(request.headers["Sec-WebSocket-Key"]))
         if refused is not None or state is None:
             assert refused is not None  # state is None implies a refusal

@@ -33,8 +33,10 @@ class Transport:
     def is_closing(self) -> bool:
         return self.closed or self.aborted
 
+    buffered = 0
+
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
 
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
@@ -64,19 +66,26 @@ class Listener:
         self.seen.append(payload)
         if payload == b"wait":
             return self.gate.wait()  # type: ignore[return-value]
+        if payload == b"raise":
+            raise RuntimeError("a bug")
+        if payload == b"wait-then-raise":
+            return self._raise_later()
         return None
+
+    async def _raise_later(self) -> None:
+        await self.gate.wait()
+        raise ConnectionError("Redis went away")
 
     def disconnected(self, conn: Connection) -> Pending | None:
         self.disconnected_calls += 1
         return None
 
 
-def connect() -> tuple[Connection, Transport, Listener]:
+def connect(outbox: Outbox | None = None) -> tuple[Connection, Transport, Listener]:
     transport, listener = Transport(), Listener()
     t: Any = transport
-    conn = Connection(
-        "1.1", AppState(APP), t, Outbox(1 << 20), Session(APP, "1.1", lambda: 0.0), listener, 0.0
-    )
+    session = Session(APP, "1.1", lambda: 0.0)
+    conn = Connection("1.1", AppState(APP), t, outbox or Outbox(1 << 20), session, listener, 0.0)
     conn.start(b"")
     return conn, transport, listener
 
@@ -109,8 +118,46 @@ async def test_lost_while_waiting_is_reported_after_the_wait() -> None:
 async def test_ping_is_answered_and_marks_control_frame_clients() -> None:
     conn, transport, _listener = connect()
     conn.data_received(client_frame(Opcode.PING, b"abc"))
+    await asyncio.sleep(0)
     assert transport.writes == [control_frame(Opcode.PONG, b"abc")]
     assert conn.uses_control_frames
+
+
+async def test_a_client_that_pings_but_never_reads_is_a_slow_consumer() -> None:
+    conn, transport, _listener = connect(Outbox(max_write_buffer=1000))
+    transport.buffered = 5000  # what the kernel could not take
+    conn.data_received(client_frame(Opcode.PING, b"x" * 100) * 20)
+    await asyncio.sleep(0)
+    assert transport.aborted and len(transport.writes) == 1  # 20 pongs, one write, then dropped
+
+
+async def error_frames(transport: Transport) -> tuple[dict[str, Any], tuple[int, str]]:
+    error, close = transport.writes[-2:]
+    return orjson.loads(orjson.loads(error[2:])["data"]), parse_close(close[2:])
+
+
+async def test_a_failing_handler_makes_the_client_reconnect() -> None:
+    conn, transport, listener = connect()
+    conn.data_received(client_frame(Opcode.TEXT, b"raise") + client_frame(Opcode.TEXT, b"after"))
+    assert listener.seen == [b"raise"] and conn.closed
+    assert await error_frames(transport) == (
+        {"code": 4200, "message": "Internal server error"},
+        (4200, "Internal server error"),
+    )
+    assert listener.disconnected_calls == 1
+
+
+async def test_a_wait_that_fails_makes_the_client_reconnect() -> None:
+    conn, transport, listener = connect()
+    conn.data_received(
+        client_frame(Opcode.TEXT, b"wait-then-raise") + client_frame(Opcode.TEXT, b"a")
+    )
+    listener.gate.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert listener.seen == [b"wait-then-raise"]  # what waited behind it is not handled
+    assert (await error_frames(transport))[1][0] == 4200
+    assert listener.disconnected_calls == 1
 
 
 async def test_client_close_is_echoed_and_the_link_closed() -> None:
@@ -119,6 +166,7 @@ async def test_client_close_is_echoed_and_the_link_closed() -> None:
     conn.data_received(client_frame(Opcode.CLOSE, (4001).to_bytes(2, "big") + b"bye"))
     assert transport.writes == [close_frame(4001, "bye")]
     assert transport.closed and conn.closed and conn.close_code == 4001
+    assert conn._close_timer is not None  # aborted later if the client never reads the answer
 
 
 async def test_server_close_waits_for_the_answer_then_closes() -> None:

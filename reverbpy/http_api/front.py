@@ -137,13 +137,22 @@ TRIGGERS = web.AppKey("triggers", Triggers)
 class FrontDoor(asyncio.Protocol):
     """One TCP connection until it is handed to aiohttp (or closed)."""
 
-    __slots__ = ("_aiohttp", "_buffer", "_busy", "_transport", "_triggers", "last_active")
+    __slots__ = (
+        "_aiohttp",
+        "_blocked",
+        "_buffer",
+        "_busy",
+        "_transport",
+        "_triggers",
+        "last_active",
+    )
 
     def __init__(self, triggers: Triggers, aiohttp: Callable[[], asyncio.Protocol]) -> None:
         self._triggers = triggers
         self._aiohttp = aiohttp
         self._buffer = b""
-        self._busy = False
+        self._busy = False  # an answer is awaiting the cluster
+        self._blocked = False  # the client does not read its answers
         self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -153,7 +162,18 @@ class FrontDoor(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer = self._buffer + data if self._buffer else data
         self.last_active = time.monotonic()
+        if not self._busy and not self._blocked:
+            self._serve()
+
+    def pause_writing(self) -> None:
+        """Answers pile up unread (a pipelining client that does not read): stop reading."""
+        self._blocked = True
+        self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._blocked = False
         if not self._busy:
+            self._transport.resume_reading()
             self._serve()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -165,7 +185,7 @@ class FrontDoor(asyncio.Protocol):
 
     def _serve(self) -> None:
         triggers = self._triggers
-        while self._buffer and not self._transport.is_closing():
+        while self._buffer and not self._blocked and not self._transport.is_closing():
             buffer = self._buffer
             head = read_head(buffer, triggers.paths)
             if head is None:
@@ -188,6 +208,8 @@ class FrontDoor(asyncio.Protocol):
                 return
 
     def _reply(self, result: Answer, keep_alive: bool) -> None:
+        if self._transport.is_closing():  # the client left while its answer was awaited
+            return
         self._transport.write(response(result[0], result[1], keep_alive))
         if not keep_alive:
             self._transport.close()
@@ -204,7 +226,7 @@ class FrontDoor(asyncio.Protocol):
                 self._reply((500, b'{"error":"Internal Server Error"}'), False)
                 return
             self._reply(task.result(), keep_alive)
-            if not self._transport.is_closing():
+            if not self._transport.is_closing() and not self._blocked:
                 self._transport.resume_reading()
                 self._serve()
 

@@ -17,6 +17,9 @@ from enum import IntEnum
 from typing import Final
 
 _TEXT_FIN = 0x81
+FRAME_COST: Final = 64
+"""Bytes each fragment counts against the message size limit besides its payload, so a
+message cannot be split into unboundedly many (even empty) fragments."""
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -133,13 +136,14 @@ class FrameReader:
     rejects invalid UTF-8 anyway).
     """
 
-    __slots__ = ("_buffer", "_fragments", "_opcode", "error", "max_size")
+    __slots__ = ("_buffer", "_fragments", "_opcode", "_size", "error", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self.error: FrameError | None = None
         self._buffer = b""
         self._fragments: list[bytes] | None = None
+        self._size = 0  # of the fragments so far, with FRAME_COST each
         self._opcode = 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
@@ -157,6 +161,7 @@ class FrameReader:
             self.error = exc
             self._buffer = b""
             self._fragments = None
+            self._size = 0
         return messages
 
     def _parse(self, data: bytes, messages: list[tuple[int, bytes]]) -> None:
@@ -189,7 +194,7 @@ class FrameReader:
                     raise FrameError(CloseCode.PROTOCOL_ERROR, "Invalid control frame")
             elif opcode > 0x2:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, f"Unknown opcode {opcode}")
-            elif length + self._fragment_size() > self.max_size:
+            elif length + self._size > self.max_size:
                 raise FrameError(CloseCode.MESSAGE_TOO_BIG, "Message too big")
             if end - start < length:
                 break
@@ -201,9 +206,11 @@ class FrameReader:
                 if self._fragments is None:
                     raise FrameError(CloseCode.PROTOCOL_ERROR, "Unexpected continuation frame")
                 self._fragments.append(payload)
+                self._size += length + FRAME_COST
                 if first & 0x80:
                     messages.append((self._opcode, b"".join(self._fragments)))
                     self._fragments = None
+                    self._size = 0
             elif self._fragments is not None:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, "Expected a continuation frame")
             elif first & 0x80:
@@ -211,8 +218,6 @@ class FrameReader:
             else:
                 self._opcode = opcode
                 self._fragments = [payload]
+                self._size = length + FRAME_COST
         if pos < end:
             self._buffer = data[pos:]
-
-    def _fragment_size(self) -> int:
-        return sum(map(len, self._fragments)) if self._fragments else 0

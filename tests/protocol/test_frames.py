@@ -107,6 +107,22 @@ def test_reader_size_limit_counts_fragments_and_refuses_before_buffering() -> No
     assert header_only.error is not None and header_only.error.code == 1009
 
 
+def test_reader_bounds_the_number_of_fragments() -> None:
+    # Empty continuation frames add no payload, but each counts FRAME_COST bytes: a client
+    # cannot make the server hold (and re-scan) an endless list of fragments.
+    reader = FrameReader(max_size=10_000)
+    flood = client_frame(Opcode.TEXT, b"", fin=False) + client_frame(Opcode.CONTINUATION, b"", fin=False) * 10_000
+    assert reader.feed(flood) == []
+    assert reader.error is not None and reader.error.code == 1009
+    # A message in a few fragments is still fine.
+    reader = FrameReader(max_size=10_000)
+    parts = [b"a" * 1000] * 5
+    data = client_frame(Opcode.TEXT, parts[0], fin=False)
+    data += b"".join(client_frame(Opcode.CONTINUATION, p, fin=False) for p in parts[1:-1])
+    data += client_frame(Opcode.CONTINUATION, parts[-1])
+    assert reader.feed(data) == [(Opcode.TEXT, b"a" * 5000)]
+
+
 def test_reader_returns_what_was_whole_before_a_broken_frame() -> None:
     reader = FrameReader(max_size=1000)
     data = client_frame(Opcode.TEXT, b"ok") + client_frame(Opcode.TEXT, b"x", rsv=0x20)
