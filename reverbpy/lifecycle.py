@@ -37,7 +37,7 @@ from aiohttp.typedefs import Middleware
 from reverbpy import logs
 from reverbpy.config import AppConfig, ConfigError, ServerConfig
 from reverbpy.dispatch import Outbox
-from reverbpy.http_api.front import TRIGGERS, FrontDoor, Triggers
+from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, TRIGGERS, FrontDoor, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
 from reverbpy.hub import close_all
 from reverbpy.metrics import METRICS, WIRE, Metrics, http_metrics
@@ -181,7 +181,11 @@ async def serve(
     """Run until SIGTERM/SIGINT, then stop gracefully (see the module docstring)."""
     readiness = app[READINESS]
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_grace
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=config.shutdown_grace,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
     )
     await runner.setup()
     loop = asyncio.get_running_loop()
@@ -235,9 +239,10 @@ async def serve(
     await stopping.wait()
     server.close()  # no new connections; aiohttp's own are closed by runner.cleanup()
     idle_sweep.cancel()
-    triggers.close_all()
+    triggers.shut_down()
     try:
         async with asyncio.timeout(config.shutdown_grace + 1.0):
+            await triggers.drained(config.shutdown_grace)
             await runner.cleanup()
             if metrics_runner is not None:
                 await metrics_runner.cleanup()

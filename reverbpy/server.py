@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -23,13 +24,22 @@ from reverbpy.scaling import create_adapter
 from reverbpy.webhooks import Webhooks
 from reverbpy.websocket import WebSocketHandler
 
+log = logging.getLogger("reverbpy.server")
+
 OUTBOX = web.AppKey("outbox", Outbox)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 
 
 def sweep_interval(config: ServerConfig) -> float:
-    """Often enough to notice a missed pong within a quarter of the shortest timeout."""
-    shortest = min((min(a.ping_interval, a.pong_timeout) for a in config.apps), default=30.0)
+    """Often enough to act within a quarter of the shortest timeout (pings, pongs, and the
+    authorized-connections timeout)."""
+    timeouts = [
+        t
+        for a in config.apps
+        for t in (a.ping_interval, a.pong_timeout, a.authorized_connections_timeout)
+        if t is not None
+    ]
+    shortest = min(timeouts, default=30.0)
     return max(0.05, min(5.0, shortest / 4))
 
 
@@ -40,7 +50,10 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             await asyncio.sleep(interval)
-            hub.sweep()
+            try:
+                hub.sweep()
+            except Exception:  # one bad socket must not stop pings and timeouts for all
+                log.exception("sweep failed")
 
     task = asyncio.create_task(loop())
     yield

@@ -35,8 +35,12 @@ from reverbpy.registry import AppState
 
 log = logging.getLogger("reverbpy.http_api")
 
-IDLE_TIMEOUT = 75.0  # as aiohttp's keep-alive: an idle connection is closed after this
+# aiohttp's own keep-alive default (also given to its runner): longer than the idle timeout of
+# any proxy in front, so the proxy, not the server, closes an idle upstream connection.
+KEEPALIVE_TIMEOUT = 3630.0
+REQUEST_TIMEOUT = 60.0  # from a request's first byte to its last (a trickled head or body)
 Answer = tuple[int, bytes]
+INTERNAL_ERROR: Answer = (500, b'{"error":"Internal Server Error"}')
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
             404: b"Not Found", 413: b"Payload Too Large", 429: b"Too Many Requests",
             500: b"Internal Server Error"}  # fmt: skip
@@ -74,6 +78,7 @@ class Triggers:
         self.prefix = config.path
         self.max_request_size = config.max_request_size
         self.doors: set[FrontDoor] = set()
+        self.stopping = False
         self._routes: dict[str, tuple[str, bool]] = {}
         self._app_ids: frozenset[str] = frozenset()
         self.paths: frozenset[bytes] = frozenset()
@@ -107,6 +112,9 @@ class Triggers:
             result: Answer = (200, b"{}")
         except ApiError as exc:
             result = (exc.status, orjson.dumps({"error": exc.message}))
+        except Exception:
+            log.exception("error handling %s", endpoint)
+            result = INTERNAL_ERROR
         WIRE.http(endpoint, app_id if state is not None else "unknown", result[0],
                   time.perf_counter() - start)  # fmt: skip
         return result
@@ -114,7 +122,7 @@ class Triggers:
     async def _with_info(
         self, state: AppState, events: list[Event], batch: bool, endpoint: str, start: float
     ) -> Answer:
-        status, body = 500, b'{"error":"Internal Server Error"}'
+        status, body = INTERNAL_ERROR
         try:
             status, body = 200, orjson.dumps(await answer(self.hub, state, events, batch=batch))
         finally:
@@ -122,13 +130,23 @@ class Triggers:
         return status, body
 
     def sweep(self, now: float) -> None:
-        """Close connections idle for longer than ``IDLE_TIMEOUT``."""
-        for door in [d for d in self.doors if now - d.last_active > IDLE_TIMEOUT]:
+        """Close connections idle past ``KEEPALIVE_TIMEOUT``, or that take longer than
+        ``REQUEST_TIMEOUT`` to send a request (bytes trickled in do not extend it)."""
+        for door in [d for d in self.doors if d.expired(now)]:
             door.close()
 
-    def close_all(self) -> None:
+    def shut_down(self) -> None:
+        """Stop: idle connections close now; a request in progress gets its answer, with
+        ``Connection: close`` (see ``drained``)."""
+        self.stopping = True
         for door in list(self.doors):
-            door.close()
+            if door.idle:
+                door.close()
+
+    async def drained(self, within: float) -> None:
+        """Wait, bounded, for the answers still awaiting the cluster."""
+        if _waiting:
+            await asyncio.wait(list(_waiting), timeout=within)
 
 
 TRIGGERS = web.AppKey("triggers", Triggers)
@@ -145,6 +163,7 @@ class FrontDoor(asyncio.Protocol):
         "_transport",
         "_triggers",
         "last_active",
+        "request_started",
     )
 
     def __init__(self, triggers: Triggers, aiohttp: Callable[[], asyncio.Protocol]) -> None:
@@ -153,17 +172,33 @@ class FrontDoor(asyncio.Protocol):
         self._buffer = b""
         self._busy = False  # an answer is awaiting the cluster
         self._blocked = False  # the client does not read its answers
-        self.last_active = time.monotonic()
+        self.last_active = self.request_started = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
         self._triggers.doors.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer = self._buffer + data if self._buffer else data
-        self.last_active = time.monotonic()
+        now = time.monotonic()
+        if self._buffer:
+            self._buffer += data
+        else:
+            self._buffer = data
+            self.request_started = now
+        self.last_active = now
         if not self._busy and not self._blocked:
             self._serve()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self._buffer
+
+    def expired(self, now: float) -> bool:
+        if self._busy:
+            return False
+        if self._buffer:
+            return now - self.request_started > REQUEST_TIMEOUT
+        return now - self.last_active > KEEPALIVE_TIMEOUT
 
     def pause_writing(self) -> None:
         """Answers pile up unread (a pipelining client that does not read): stop reading."""
@@ -200,16 +235,19 @@ class FrontDoor(asyncio.Protocol):
             if len(buffer) < end:
                 return
             self._buffer = buffer[end:]
+            self.request_started = time.monotonic()
             result = triggers.handle(head, buffer[head.body_start : end])
+            keep_alive = head.keep_alive and not triggers.stopping
             if isinstance(result, tuple):
-                self._reply(result, head.keep_alive)
+                self._reply(result, keep_alive)
             else:
-                self._wait(result, head.keep_alive)
+                self._wait(result, keep_alive)
                 return
 
     def _reply(self, result: Answer, keep_alive: bool) -> None:
         if self._transport.is_closing():  # the client left while its answer was awaited
             return
+        keep_alive = keep_alive and result[0] < 500
         self._transport.write(response(result[0], result[1], keep_alive))
         if not keep_alive:
             self._transport.close()
@@ -223,7 +261,7 @@ class FrontDoor(asyncio.Protocol):
             self._busy = False
             if task.cancelled() or task.exception() is not None:
                 log.error("trigger failed", exc_info=None if task.cancelled() else task.exception())
-                self._reply((500, b'{"error":"Internal Server Error"}'), False)
+                self._reply(INTERNAL_ERROR, False)
                 return
             self._reply(task.result(), keep_alive)
             if not self._transport.is_closing() and not self._blocked:

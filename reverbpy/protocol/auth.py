@@ -162,7 +162,7 @@ class ApiVerifier:
             timestamp = int(q["auth_timestamp"])
         except ValueError:
             raise RequestAuthError("auth_timestamp must be an integer") from None
-        if abs(now - timestamp) > self.max_age:
+        if abs(int(now) - timestamp) > self.max_age:  # ints: a 400-digit timestamp is no float
             raise RequestAuthError(
                 f"Timestamp expired: Given timestamp ({timestamp}) not within "
                 f"{int(self.max_age)}s of server time ({int(now)})"

@@ -10,11 +10,24 @@ parser (llhttp) has the final say: this reader only ever narrows what it accepts
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
 MAX_HEAD: Final = 8192
-_REFUSED_HEADERS: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+# Framing or meaning the fast path does not handle: chunked bodies, 100-continue, protocol
+# switches, compressed bodies (aiohttp decompresses them before the body_md5 check).
+_REFUSED_HEADERS: Final = frozenset(
+    {b"transfer-encoding", b"expect", b"upgrade", b"content-encoding"}
+)
+# What aiohttp refuses to see twice (``http_parser.SINGLETON_HEADERS``).
+_SINGLETONS: Final = frozenset(
+    {b"content-length", b"content-location", b"content-range", b"content-type", b"etag",
+     b"host", b"max-forwards", b"server", b"user-agent"}
+)  # fmt: skip
+# Printable ASCII and HTAB only, line ends aside: control bytes, NUL and obs-text go to llhttp.
+_ODD_BYTE: Final = re.compile(rb"[^\t\r\n\x20-\x7e]")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +54,10 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
         if len(buffer) >= MAX_HEAD or b"\n\n" in buffer or not b"POST ".startswith(buffer[:5]):
             return NOT_OURS
         return None
-    lines = buffer[:end].split(b"\r\n")
+    head = buffer[:end]
+    if _ODD_BYTE.search(head):
+        return NOT_OURS
+    lines = head.split(b"\r\n")
     request_line = lines[0].split(b" ")
     if len(request_line) != 3 or request_line[0] != b"POST" or request_line[2] != b"HTTP/1.1":
         return NOT_OURS
@@ -51,14 +67,19 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
         return NOT_OURS
     content_length = -1
     keep_alive = True
+    seen: set[bytes] = set()
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or b"\n" in line or b"\r" in line or name != name.strip():
+        if not colon or b"\n" in line or b"\r" in line or not _TOKEN.fullmatch(name):
             return NOT_OURS
         name = name.lower()
+        if name in _SINGLETONS:
+            if name in seen:
+                return NOT_OURS
+            seen.add(name)
         if name == b"content-length":
-            value = value.strip()
-            if content_length >= 0 or not value.isdigit() or len(value) > 12:
+            value = value.strip(b" \t")
+            if not value.isdigit() or len(value) > 12:
                 return NOT_OURS
             content_length = int(value)
         elif name == b"connection":

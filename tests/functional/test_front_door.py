@@ -98,6 +98,9 @@ async def test_refusals_are_json(shared_server: ServerProcess) -> None:
         writer.write(request)
         answer = await read_response(reader)
         assert answer[0] == status and isinstance(answer[2], dict) and answer[2]["error"]
+    # An absurd timestamp is refused like any bad signature, and the connection goes on.
+    writer.write(signed(server, "POST", "/events", event("front-no", "x")).replace(b"auth_timestamp=", b"auth_timestamp=" + b"9" * 400, 1))
+    assert (await read_response(reader))[0] == 401
     # A body over the limit is left to aiohttp, which refuses it without reading it all.
     head = signed(server, "POST", "/events", b"").replace(b"Content-Length: 0", b"Content-Length: 99999999")
     writer.write(head)
