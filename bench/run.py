@@ -645,7 +645,10 @@ def draw_chart(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
         colors.append("#2e7d32" if r["met"] else ("#c62828" if r["met"] is False else "#607d8b"))
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(sel) + 1.6))
     y = list(range(len(sel)))[::-1]
-    ax.barh(y, vals, color=colors)
+    # Log scale, bars from 1x: a 280x handshake ratio would flatten a 1.4x one on a linear axis,
+    # and a ratio below 1x shows as a bar going left.
+    ax.set_xscale("log")
+    ax.barh(y, [v - 1 for v in vals], left=1, color=colors)
     for yi, v, t in zip(y, vals, targets):
         ax.text(v, yi, f" {v:.2f}x", va="center", fontsize=9)
         if t is not None:
@@ -653,9 +656,11 @@ def draw_chart(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     ax.axvline(1.0, color="grey", ls="--", lw=1)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=9)
-    ax.set_xlabel("reverbpy advantage over soketi 1.6.1 (x, one core each; black tick = target)")
+    ax.set_xlabel(
+        "reverbpy advantage over soketi 1.6.1 (x, log scale, one core each; black tick = target)"
+    )
     ax.set_title(title, fontsize=10)
-    ax.set_xlim(0, max(vals + [3.3]) * 1.15)
+    ax.set_xlim(min(vals + [0.5]) / 1.5, max(vals + [3.3]) * 2.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
