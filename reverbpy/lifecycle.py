@@ -93,13 +93,10 @@ def refuse_while_draining(
 
     @web.middleware
     def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
-        # Not a coroutine: it hands back the handler's awaitable, so no frame of it lives as
-        # long as the WebSocket does.
         if readiness.draining and request.headers.get("Upgrade", "").lower() == "websocket":
             raise web.HTTPServiceUnavailable(text="shutting down")
         return handler(request)
 
-    middleware.websocket_aware = True  # type: ignore[attr-defined]
     return middleware
 
 

@@ -382,8 +382,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def http_metrics(hub: Hub, prefix: str) -> Middleware:
     """Outermost middleware: counts HTTP API requests by route pattern, app and final status.
 
-    Not a coroutine itself: other routes (the WebSocket one above all) get their handler's
-    awaitable back untouched, and only API requests pay for the timing frame.
+    Not a coroutine itself: other routes get their handler's awaitable back untouched, and
+    only API requests pay for the timing frame.
     """
 
     async def timed(request: web.Request, handler: Handler, endpoint: str) -> web.StreamResponse:
@@ -412,5 +412,4 @@ def http_metrics(hub: Hub, prefix: str) -> Middleware:
             endpoint = endpoint[len(prefix) :]
         return timed(request, handler, endpoint)
 
-    middleware.websocket_aware = True  # type: ignore[attr-defined]
     return middleware

@@ -63,5 +63,4 @@ def forwarded_for(trusted: Sequence[str]) -> Middleware:
                 request = request.clone(remote=client)
         return handler(request)
 
-    middleware.websocket_aware = True  # type: ignore[attr-defined]
     return middleware

@@ -14,7 +14,7 @@ from reverbpy.connection import wait_closed
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import TRIGGERS, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
-from reverbpy.http_api.middleware import json_errors, signed_api, skip_websocket
+from reverbpy.http_api.middleware import json_errors, signed_api
 from reverbpy.http_api.routes import routes
 from reverbpy.hub import Hub
 from reverbpy.lifecycle import READINESS
@@ -104,8 +104,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.cleanup_ctx.append(_adapter)
     app.cleanup_ctx.append(_heartbeat)
     app.on_shutdown.append(_close_sockets)
+    # The WebSocket handler returns once the socket is taken over (``websocket._take_over``),
+    # so the middlewares around it hold nothing for the socket's lifetime.
     install_operations(app, outbox)  # /ready, /metrics, proxy and drain middlewares
-    for i, middleware in enumerate(app.middlewares):
-        if not getattr(middleware, "websocket_aware", False):
-            app.middlewares[i] = skip_websocket(middleware)
     return app

@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from reverbpy.config import AppConfig
 from reverbpy.http_api.errors import ApiError
@@ -57,16 +56,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def signed_api(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Every ``/apps/{app_id}/...`` request must be signed with that app's secret.
 
-    Not a coroutine: other routes, the WebSocket one above all, get their handler's awaitable
-    back, so no frame of this lives as long as a socket does (see ``skip_websocket``).
+    Not a coroutine: other routes get their handler's awaitable back untouched.
     """
     app_id = request.match_info.get("app_id")
     if app_id is None and request.match_info.route.name != SIGNED_BY_KEY:
         return handler(request)
     return _signed(request, handler, app_id)
-
-
-signed_api.websocket_aware = True  # type: ignore[attr-defined]
 
 
 async def _signed(request: web.Request, handler: Handler, app_id: str | None) -> web.StreamResponse:
@@ -129,17 +124,3 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     if len(body) > limit:
         raise ApiError(413, f"Request body larger than {limit} bytes")
     return body
-
-
-def skip_websocket(inner: Middleware) -> Middleware:
-    """Run ``inner`` for HTTP routes only. The WebSocket handler runs for as long as the
-    socket lives, and each middleware awaiting it would keep a frame alive that long: for
-    20,000 sockets and five middlewares, megabytes of memory doing nothing."""
-
-    @web.middleware
-    def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
-        if request.match_info.route.name == WEBSOCKET_ROUTE:
-            return handler(request)
-        return inner(request, handler)
-
-    return middleware
