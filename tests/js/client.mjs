@@ -21,7 +21,7 @@
 //   Echo: {"type":"echo_event",channel,listener,data,metadata}, {"type":"echo_whisper",channel,whisper,data,metadata},
 //   {"type":"echo_subscribed",channel}, {"type":"echo_error",channel,error},
 //   {"type":"echo_here"|"echo_joining"|"echo_leaving",channel,…}.
-import { bindEvent as bindOn, emit, membersOf, observeChannel, safe, serveCommands } from './harness.mjs';
+import { bindEvent as bindOn, emit, membersOf, observeChannel, safe, serveCommands, wsOptions } from './harness.mjs';
 
 const bindEvent = (name, event) => bindOn(pusher, name, event);
 import Pusher from 'pusher-js';
@@ -30,15 +30,7 @@ import Echo from 'laravel-echo';
 const config = JSON.parse(process.argv[2] ?? '{}');
 
 
-const pusherOptions = {
-  cluster: '',
-  wsHost: config.host ?? '127.0.0.1',
-  wsPort: config.port,
-  wssPort: config.port,
-  forceTLS: false,
-  enabledTransports: ['ws'],
-};
-if (config.wsPath) pusherOptions.wsPath = config.wsPath;
+const pusherOptions = wsOptions(config);
 if (config.activityTimeout) pusherOptions.activityTimeout = config.activityTimeout;
 if (config.pongTimeout) pusherOptions.pongTimeout = config.pongTimeout;
 

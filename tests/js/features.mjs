@@ -30,7 +30,7 @@
 //     {"type":"member_added"|"member_removed",channel,member}
 //     {"type":"event",channel,event,data}                  other channel events (bind_global)
 //     {"type":"bound",channel,event,data,metadata}         channel.bind(event, …) callbacks
-import { bindEvent as bindOn, emit, membersOf, observeChannel, safe, serveCommands } from './harness.mjs';
+import { bindEvent as bindOn, emit, membersOf, observeChannel, safe, serveCommands, wsOptions } from './harness.mjs';
 
 const bindEvent = (name, event) => bindOn(pusher, name, event);
 import Pusher from 'pusher-js';
@@ -68,15 +68,7 @@ async function userAuthHandler(params, callback) {
   }
 }
 
-const options = {
-  cluster: '',
-  wsHost: config.host ?? '127.0.0.1',
-  wsPort: config.port,
-  wssPort: config.port,
-  forceTLS: false,
-  enabledTransports: ['ws'],
-};
-if (config.wsPath) options.wsPath = config.wsPath;
+const options = wsOptions(config);
 if (config.authEndpoint) {
   options.channelAuthorization = { endpoint: config.authEndpoint, transport: 'ajax', params: { user: config.user ?? '' } };
 }

@@ -82,3 +82,17 @@ export function serveCommands(run) {
   });
   rl.on('close', () => process.exit(0));
 }
+
+// pusher-js options for a plain-ws reverbpy on loopback, from the harness's JSON config.
+export function wsOptions(config) {
+  const options = {
+    cluster: '',
+    wsHost: config.host ?? '127.0.0.1',
+    wsPort: config.port,
+    wssPort: config.port,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+  };
+  if (config.wsPath) options.wsPath = config.wsPath;
+  return options;
+}
