@@ -11,7 +11,6 @@ pusher-js applies the right reconnect policy.
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import time
 from fnmatch import fnmatchcase
@@ -40,8 +39,6 @@ from reverbpy.protocol.session import (
     error_actions,
 )
 from reverbpy.registry import AppState
-
-log = logging.getLogger("reverbpy.websocket")
 
 SUPPORTED_PROTOCOLS = range(4, 8)
 

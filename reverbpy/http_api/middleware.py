@@ -19,8 +19,6 @@ log = logging.getLogger("reverbpy.http_api")
 SIGNED_BY_KEY = "signed-by-key"
 """Route name for API routes without ``{app_id}``: the app is the one ``auth_key`` names."""
 
-WEBSOCKET_ROUTE = "pusher-websocket"
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from reverbpy.http_api import channels, events
-from reverbpy.http_api.middleware import SIGNED_BY_KEY, WEBSOCKET_ROUTE
+from reverbpy.http_api.middleware import SIGNED_BY_KEY
 from reverbpy.websocket import WebSocketHandler
+
+WEBSOCKET_ROUTE = "pusher-websocket"
 
 
 def routes(prefix: str, websocket: WebSocketHandler) -> list[web.RouteDef]:
