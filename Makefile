@@ -5,13 +5,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 
-.PHONY: run serve test check install node-deps browser-deps bench clean
+.PHONY: run serve test test-oldest check install lock node-deps browser-deps bench clean
 
-# Python environment: the package in editable mode with its test, speed and Redis extras.
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,fast,redis,examples]'
+# uv installs the development environment from uv.lock, exactly; nothing resolves "latest" on the
+# way. uv itself is pinned too, in a small bootstrap venv, so a fresh machine needs only python3.
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+# The package in editable mode with every extra, plus the `dev` group (tests, linters, types).
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --all-extras --python $(PYTHON)
 	touch $@
 
 install: $(VENV)/.installed
@@ -54,8 +63,19 @@ bench: install
 	@command -v gcc >/dev/null && [ -f /usr/include/openssl/hmac.h ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libssl-dev >/dev/null; \
 	  else echo "need gcc and libssl-dev: sudo apt-get install gcc libssl-dev" >&2; exit 1; fi; }
-	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install --quiet matplotlib
+	$(UV) sync --locked --all-extras --group bench --python $(PYTHON)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# Refresh every pin in uv.lock on purpose (then run `make test` and commit the lock).
+lock: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+	rm -f $(VENV)/.installed
+
+# The lowest runtime versions pyproject.toml declares (aiohttp, orjson, pydantic-settings, redis,
+# prometheus-client, uvloop), with the test tools from the lock, in a venv of their own.
+OLDEST := .venv-oldest
+test-oldest: node-deps browser-deps examples/booking_app/static/vendor/.installed | $(UV)
+	bash scripts/test-oldest.sh $(UV) $(PYTHON) $(OLDEST)
+
 clean:
-	rm -rf $(VENV) tests/js/node_modules examples/booking_app/node_modules
+	rm -rf $(VENV) $(OLDEST) .tools tests/js/node_modules examples/booking_app/node_modules

@@ -10,18 +10,33 @@ Errors are ``ConfigError`` naming the offending key; the CLI prints one line and
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote
 
-from pydantic import Field, ValidationError, field_validator
+from annotated_types import Ge, Gt
+from dotenv import dotenv_values
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ClientEventsFrom = Literal["members", "all", "none"]
+# Constraints as plain metadata (annotated-types): pydantic enforces them when a file or the
+# environment is read, and nothing else here has to know about pydantic.
+T = TypeVar("T", int, float)
+Positive = Annotated[T, Gt(0)]
+Limit = Annotated[int, Ge(0)] | None
+"""A count per connection, app or second; None (or 0, as written in a file or variable): no limit."""
+UNLIMITED_WHEN_ZERO = (
+    "max_connections",
+    "client_event_rate",
+    "backend_event_rate",
+    "read_request_rate",
+)
 LogFormat = Literal["text", "json"]
 
 
@@ -128,45 +143,60 @@ def parse_webhooks(raw: object, where: str) -> tuple[WebhookTarget, ...]:
 class AppConfig:
     """One Pusher app. Limits follow Pusher's published ones; ``None`` means unlimited."""
 
+    # Read by pydantic when the apps file or the environment is validated (a plain dict, so this
+    # module's AppConfig does not need pydantic to exist); `Secret` is our own type.
+    __pydantic_config__: ClassVar[dict[str, object]] = {
+        "arbitrary_types_allowed": True,
+        "extra": "forbid",
+        "strict": False,
+    }
+
     id: str
     key: str
     secret: Secret
     enabled: bool = True
-    ping_interval: float = 60.0
+    ping_interval: Positive[float] = 60.0
     """Seconds of silence after which the server pings the client (Reverb's ping_interval)."""
-    activity_timeout: int = 30
+    activity_timeout: Positive[int] = 30
     """Seconds advertised in ``connection_established``; pusher-js pings after that long idle."""
-    pong_timeout: float = 30.0
+    pong_timeout: Positive[float] = 30.0
     """Seconds to wait for any message after a server ping before closing with 4201."""
-    max_connections: int | None = None
-    max_message_size: int = 10_000
+    max_connections: Limit = None
+    """Sockets of this app (4004); cluster-wide with a scaling adapter."""
+    max_message_size: Positive[int] = 10_000
     """Bytes per incoming WebSocket message; larger ones close the socket with 1009."""
     accept_client_events_from: ClientEventsFrom = "members"
     allowed_origins: tuple[str, ...] = ("*",)
-    max_event_payload: int = 10_240
+    max_event_payload: Positive[int] = 10_240
     """Bytes of ``data`` per event (HTTP API: 413; client events: 4301)."""
-    max_channels_per_event: int = 100
-    max_batch_size: int = 10
-    max_channel_name_length: int = 200
-    max_event_name_length: int = 200
-    max_presence_members: int = 100
-    max_presence_member_size: int = 1_024
-    max_user_id_length: int = 128
-    client_event_rate: int | None = 10
+    max_channels_per_event: Positive[int] = 100
+    max_batch_size: Positive[int] = 10
+    max_channel_name_length: Positive[int] = 200
+    max_event_name_length: Positive[int] = 200
+    max_presence_members: Positive[int] = 100
+    max_presence_member_size: Positive[int] = 1_024
+    max_user_id_length: Positive[int] = 128
+    client_event_rate: Limit = 10
     """Client events per connection per second; over it the event is refused with 4301."""
-    backend_event_rate: int | None = None
+    backend_event_rate: Limit = None
     """Events per second accepted by the HTTP API (``POST events``/``batch_events``); 429 over it."""
-    read_request_rate: int | None = None
+    read_request_rate: Limit = None
     """HTTP API read requests per second (``GET channels``...); 429 over it."""
-    cache_ttl: float = 1800.0
+    cache_ttl: Positive[float] = 1800.0
     """Seconds a cache channel keeps its last event (Pusher: up to 30 minutes)."""
     subscription_count_events: bool = False
     """Send ``pusher_internal:subscription_count`` to subscribers (Pusher's opt-in)."""
-    authorized_connections_timeout: float | None = None
+    authorized_connections_timeout: Positive[float] | None = None
     """Close sockets that neither sign in nor join a private/presence channel in this time (4009)."""
     webhooks: tuple[WebhookTarget, ...] = ()
-    webhook_batch_ms: int = 0
+    webhook_batch_ms: Annotated[int, Ge(0)] = 0
     """Collect webhook events for this long and send them in one request (0: one per event)."""
+
+    def __post_init__(self) -> None:
+        # 0 means unlimited for every limit, wherever it was written (README, "Apps").
+        for name in UNLIMITED_WHEN_ZERO:
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, None)
 
     def __repr__(self) -> str:
         return f"AppConfig(id={self.id!r}, key={self.key!r}, secret=Secret('**********'))"
@@ -244,28 +274,6 @@ class _Settings(BaseSettings):
     scaling_node_timeout: float = Field(15.0, gt=0)
     workers: int = Field(1, ge=1, le=256)
 
-    app_id: str | None = None
-    app_key: str | None = None
-    app_secret: str | None = None
-    app_enabled: bool | None = None
-    app_ping_interval: float | None = Field(None, gt=0)
-    app_activity_timeout: int | None = Field(None, gt=0)
-    app_pong_timeout: float | None = Field(None, gt=0)
-    app_max_connections: int | None = Field(None, ge=0)
-    app_max_message_size: int | None = Field(None, gt=0)
-    app_accept_client_events_from: ClientEventsFrom | None = None
-    app_allowed_origins: str | None = None
-    app_max_event_payload: int | None = Field(None, gt=0)
-    app_client_event_rate: int | None = Field(None, ge=0)
-    app_max_presence_members: int | None = Field(None, gt=0)
-    app_backend_event_rate: int | None = Field(None, ge=0)
-    app_read_request_rate: int | None = Field(None, ge=0)
-    app_cache_ttl: float | None = Field(None, gt=0)
-    app_subscription_count_events: bool | None = None
-    app_authorized_connections_timeout: float | None = Field(None, gt=0)
-    app_webhooks: str | None = None
-    app_webhook_batch_ms: int | None = Field(None, ge=0)
-
     @field_validator("server_path")
     @classmethod
     def _normalise_path(cls, value: str) -> str:
@@ -296,36 +304,43 @@ class _RedisSettings(BaseSettings):
         return f"redis://{auth}{self.host}:{self.port}/{self.db}"
 
 
-_APP_FIELDS = {f.name for f in fields(AppConfig)}
+_APP_FIELDS = tuple(f.name for f in fields(AppConfig))
+_APP_MODEL: TypeAdapter[AppConfig] = TypeAdapter(AppConfig)
+ENV_APP_PREFIX = "REVERB_APP_"
+"""Every per-app option is also a variable: ``max_connections`` is ``REVERB_APP_MAX_CONNECTIONS``."""
 
 
-def _app_from_mapping(raw: Mapping[str, Any], where: str) -> AppConfig:
+def _app_from_mapping(raw: Mapping[str, Any], where: str, name: Callable[[str], str]) -> AppConfig:
+    """Validate one app, from the apps file or the environment, by the same rules.
+
+    ``name`` spells an option the way the user wrote it (``ping_interval`` in a file,
+    ``REVERB_APP_PING_INTERVAL`` in the environment), so the one-line error points at it.
+    """
     data = dict(raw)
     # Accept Reverb's `app_id` and soketi's `id` spellings.
     if "app_id" in data:
         data["id"] = data.pop("app_id")
-    unknown = set(data) - _APP_FIELDS
-    if unknown:
-        raise ConfigError(f"{where}: unknown option {sorted(unknown)[0]!r}")
     for key in ("id", "key", "secret"):
         if not isinstance(data.get(key), str | int) or not str(data[key]):
-            raise ConfigError(f"{where}: {key!r} is required")
+            raise ConfigError(f"{where}: {name(key)} is required")
     data["id"] = str(data["id"])
     data["key"] = str(data["key"])
     data["secret"] = Secret(str(data["secret"]))
-    if "allowed_origins" in data:
-        origins = data["allowed_origins"]
-        if isinstance(origins, str):
-            origins = [o.strip() for o in origins.split(",") if o.strip()]
-        data["allowed_origins"] = tuple(origins)
+    origins = data.get("allowed_origins")
+    if isinstance(origins, str):
+        data["allowed_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
     if "webhooks" in data:
-        data["webhooks"] = parse_webhooks(data["webhooks"], f"{where}: webhooks")
-    if data.get("accept_client_events_from", "members") not in ("members", "all", "none"):
-        raise ConfigError(f"{where}: accept_client_events_from must be members, all or none")
+        data["webhooks"] = parse_webhooks(data["webhooks"], f"{where}: {name('webhooks')}")
     try:
-        return AppConfig(**data)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        return _APP_MODEL.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = str(err["loc"][0]) if err["loc"] else "?"
+        if err["type"] == "unexpected_keyword_argument":
+            raise ConfigError(f"{where}: unknown option {name(option)!r}") from None
+        raise ConfigError(
+            f"{where}: {name(option)}: {err['msg']} (got {err.get('input')!r})"
+        ) from None
 
 
 def _load_apps_file(path: Path) -> list[AppConfig]:
@@ -340,45 +355,27 @@ def _load_apps_file(path: Path) -> list[AppConfig]:
     apps = doc.get("apps") if isinstance(doc, dict) else doc
     if not isinstance(apps, list) or not all(isinstance(a, dict) for a in apps):
         raise ConfigError(f"REVERB_APPS_FILE: {path} must hold a list of apps under 'apps'")
-    return [_app_from_mapping(a, f"{path}: apps[{i}]") for i, a in enumerate(apps)]
+    return [
+        _app_from_mapping(a, f"{path}: apps[{i}] (id {a.get('id', a.get('app_id'))!r})", str)
+        for i, a in enumerate(apps)
+    ]
 
 
-def _env_app(s: _Settings) -> AppConfig | None:
-    given = {
-        "REVERB_APP_ID": s.app_id,
-        "REVERB_APP_KEY": s.app_key,
-        "REVERB_APP_SECRET": s.app_secret,
+def _env_app(environ: Mapping[str, str]) -> AppConfig | None:
+    """The app that ``REVERB_APP_*`` describes (Laravel's one-app ``.env``), if any."""
+    raw = {
+        option: environ[ENV_APP_PREFIX + option.upper()]
+        for option in _APP_FIELDS
+        if environ.get(ENV_APP_PREFIX + option.upper(), "") != ""
     }
-    if not any(given.values()):
+    if not raw:
         return None
-    for name, value in given.items():
-        if not value:
-            raise ConfigError(f"{name} is required when any of REVERB_APP_ID/KEY/SECRET is set")
-    overrides: dict[str, Any] = {
-        "enabled": s.app_enabled,
-        "ping_interval": s.app_ping_interval,
-        "activity_timeout": s.app_activity_timeout,
-        "pong_timeout": s.app_pong_timeout,
-        "max_connections": s.app_max_connections or None,
-        "max_message_size": s.app_max_message_size,
-        "accept_client_events_from": s.app_accept_client_events_from,
-        "allowed_origins": s.app_allowed_origins,
-        "max_event_payload": s.app_max_event_payload,
-        "client_event_rate": s.app_client_event_rate,
-        "max_presence_members": s.app_max_presence_members,
-        "backend_event_rate": s.app_backend_event_rate or None,
-        "read_request_rate": s.app_read_request_rate or None,
-        "cache_ttl": s.app_cache_ttl,
-        "subscription_count_events": s.app_subscription_count_events,
-        "authorized_connections_timeout": s.app_authorized_connections_timeout,
-        "webhooks": s.app_webhooks,
-        "webhook_batch_ms": s.app_webhook_batch_ms,
-    }
-    raw = {"id": s.app_id, "key": s.app_key, "secret": s.app_secret}
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    if s.app_client_event_rate == 0:
-        raw["client_event_rate"] = None
-    return _app_from_mapping(raw, "REVERB_APP_*")
+    for key in ("id", "key", "secret"):
+        if key not in raw:
+            raise ConfigError(
+                f"{ENV_APP_PREFIX}{key.upper()} is required when any of REVERB_APP_* is set"
+            )
+    return _app_from_mapping(raw, "environment", lambda option: ENV_APP_PREFIX + option.upper())
 
 
 def generate_app() -> AppConfig:
@@ -390,9 +387,17 @@ def generate_app() -> AppConfig:
     )
 
 
-def _format_validation_error(exc: ValidationError) -> str:
+def _prefixed(variables: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """``REVERB_SERVER_PORT=1`` as ``{"server_port": "1"}``; names are case-insensitive."""
+    n = len(prefix)
+    return {
+        k[n:].lower(): v for k, v in variables.items() if k.upper().startswith(prefix) and v != ""
+    }
+
+
+def _format_validation_error(exc: ValidationError, prefix: str) -> str:
     err = exc.errors()[0]
-    key = "REVERB_" + "_".join(str(p) for p in err["loc"]).upper()
+    key = prefix + "_".join(str(p) for p in err["loc"]).upper()
     return f"{key}: {err['msg']} (got {err.get('input')!r})"
 
 
@@ -413,45 +418,30 @@ def load_config(
         if env_file != ".env":
             raise ConfigError(f"--env-file: {env_path} does not exist")
         env_path = None
+    # One mapping, read once: the real environment over the .env file. Every model below
+    # validates from it, so a value means the same wherever it was written.
+    variables = (
+        {k: v for k, v in dotenv_values(env_path).items() if v is not None} if env_path else {}
+    )
+    variables.update(os.environ if environ is None else environ)
     try:
-        if environ is None:
-            settings = _Settings(_env_file=env_path)  # type: ignore[call-arg]
-        else:
-            settings = _Settings.model_validate(
-                {
-                    k[len("REVERB_") :].lower(): v
-                    for k, v in environ.items()
-                    if k.startswith("REVERB_") and v != ""
-                }
-            )
+        settings = _Settings.model_validate(_prefixed(variables, "REVERB_"))
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
+        raise ConfigError(_format_validation_error(exc, "REVERB_")) from None
 
     apps: list[AppConfig] = []
     file = apps_file or settings.apps_file
     if file:
         apps.extend(_load_apps_file(Path(file)))
-    env_app = _env_app(settings)
+    env_app = _env_app(variables)
     if env_app is not None:
         apps = [a for a in apps if a.id != env_app.id] + [env_app]
     _check_unique(apps)
 
     try:
-        if environ is None:
-            redis = _RedisSettings(_env_file=env_path)  # type: ignore[call-arg]
-        else:
-            redis = _RedisSettings.model_validate(
-                {
-                    k[len("REDIS_") :].lower(): v
-                    for k, v in environ.items()
-                    if k.startswith("REDIS_") and v != ""
-                }
-            )
+        redis = _RedisSettings.model_validate(_prefixed(variables, "REDIS_"))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(
-            f"REDIS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-        ) from None
+        raise ConfigError(_format_validation_error(exc, "REDIS_")) from None
     scaling = ScalingConfig(
         adapter="redis" if settings.scaling_enabled else "memory",
         channel=settings.scaling_channel,
