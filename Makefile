@@ -52,6 +52,7 @@ check: install
 	$(VENV)/bin/ruff check reverbpy tests
 	$(VENV)/bin/ruff format --check reverbpy
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 
 test: install node-deps browser-deps examples/booking_app/static/vendor/.installed check

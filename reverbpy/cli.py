@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reverbpy import __version__
-from reverbpy.config import ConfigError, ServerConfig, load_config
+from reverbpy.config import ConfigError, ServerConfig
+from reverbpy.settings import load_config
 
 log = logging.getLogger("reverbpy")
 

@@ -17,8 +17,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reverbpy.config import AppConfig
-from reverbpy.metrics import WIRE
+from reverbpy.dispatch import Outbox, Peer
 from reverbpy.protocol import messages
 from reverbpy.protocol.errors import ErrorCode
 from reverbpy.protocol.frames import (
@@ -31,10 +30,10 @@ from reverbpy.protocol.frames import (
     parse_close,
     text_frame,
 )
+from reverbpy.protocol.session import Session
+from reverbpy.wire import WIRE
 
 if TYPE_CHECKING:
-    from reverbpy.dispatch import Outbox
-    from reverbpy.protocol.session import Session
     from reverbpy.registry import AppState
 
 log = logging.getLogger("reverbpy.connection")
@@ -107,8 +106,8 @@ def _run(coro: Pending) -> asyncio.Task[None]:
     return task
 
 
-class Connection(asyncio.Protocol):
-    """A socket with its session; frames are queued and flushed by the ``Outbox``."""
+class Connection(Peer, asyncio.Protocol):
+    """A socket's transport side: reads frames, writes what its ``Peer`` half queued."""
 
     __slots__ = (
         "_backlog",
@@ -116,18 +115,9 @@ class Connection(asyncio.Protocol):
         "_close_timer",
         "_finished",
         "_listener",
-        "_outbox",
-        "_pending",
         "_reader",
         "_transport",
-        "app",
         "close_code",
-        "closed",
-        "connected_at",
-        "last_seen",
-        "pinged_at",
-        "session",
-        "socket_id",
         "state",
         "uses_control_frames",
     )
@@ -142,41 +132,20 @@ class Connection(asyncio.Protocol):
         listener: Listener,
         now: float,
     ) -> None:
-        self.socket_id = socket_id
+        Peer.__init__(self, socket_id, state.app, session, outbox, now)
         self.state = state
-        self.app: AppConfig = state.app
-        self.session = session
         self._transport = transport
-        self._outbox = outbox
         self._listener = listener
         self._reader: FrameReader | None = FrameReader(self.app.max_message_size)
-        self._pending: list[bytes] = []
         # Messages read while the listener is waiting; ``None`` when it is not.
         self._backlog: list[tuple[int, bytes]] | None = None
         self._close_sent = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._finished = False
         self.close_code: int | None = None
-        self.closed = False
-        self.last_seen = now
-        self.connected_at = now
-        self.pinged_at: float | None = None
         self.uses_control_frames = False
 
     # --- outbound -------------------------------------------------------------------------
-
-    def queue(self, frame: bytes) -> None:
-        """Queue a complete WebSocket frame (see ``dispatch.broadcast``)."""
-        if self.closed:
-            return
-        if not self._pending:
-            self._outbox.mark(self)
-        self._pending.append(frame)
-
-    def send(self, payload: bytes) -> None:
-        """Queue one JSON message for this socket only."""
-        WIRE.count_out(self.app.id, 1, len(payload))
-        self.queue(text_frame(payload))
 
     def flush(self) -> int:
         """Write what is queued; returns the bytes the transport still holds."""
@@ -204,11 +173,6 @@ class Connection(asyncio.Protocol):
             self.queue(_PING)
         else:
             self.send(payload)
-
-    def fail(self, code: int, reason: str) -> None:
-        """A fatal error: ``pusher:error`` tells the client why, the close code what to do."""
-        self.send(messages.error(code, reason))
-        self.close(code, reason)
 
     def close(self, code: int, reason: str) -> None:
         """Flush what is queued, then start the closing handshake; safe to call twice."""

@@ -14,27 +14,97 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-from reverbpy.metrics import WIRE
+from reverbpy.config import AppConfig
+from reverbpy.protocol import messages
 from reverbpy.protocol.frames import text_frame
-
-if TYPE_CHECKING:
-    from reverbpy.connection import Connection
+from reverbpy.protocol.session import Session
+from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.dispatch")
+
+
+class Peer:
+    """The outbound half of a socket: what fan-out, the registry and the hub know of it.
+
+    Frames are queued here and written by the transport (``connection.Peer``, which is
+    a ``Peer``) when the ``Outbox`` flushes. Everything above the transport layer holds
+    sockets as ``Peer``s, so the Pusher rules never see a transport, and a test can stand in
+    for a socket with a recording subclass.
+    """
+
+    __slots__ = (
+        "_outbox",
+        "_pending",
+        "app",
+        "closed",
+        "connected_at",
+        "last_seen",
+        "pinged_at",
+        "session",
+        "socket_id",
+    )
+
+    def __init__(
+        self, socket_id: str, app: AppConfig, session: Session, outbox: Outbox, now: float
+    ) -> None:
+        self.socket_id = socket_id
+        self.app = app
+        self.session = session
+        self._outbox = outbox
+        self._pending: list[bytes] = []
+        self.closed = False
+        self.last_seen = now
+        self.connected_at = now
+        self.pinged_at: float | None = None
+
+    def queue(self, frame: bytes) -> None:
+        """Queue a complete WebSocket frame (see ``broadcast``)."""
+        if self.closed:
+            return
+        if not self._pending:
+            self._outbox.mark(self)
+        self._pending.append(frame)
+
+    def send(self, payload: bytes) -> None:
+        """Queue one JSON message for this socket only."""
+        WIRE.count_out(self.app.id, 1, len(payload))
+        self.queue(text_frame(payload))
+
+    def fail(self, code: int, reason: str) -> None:
+        """A fatal error: ``pusher:error`` tells the client why, the close code what to do."""
+        self.send(messages.error(code, reason))
+        self.close(code, reason)
+
+    # --- what the transport does -----------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write what is queued; returns the bytes the transport still holds."""
+        raise NotImplementedError
+
+    def close(self, code: int, reason: str) -> None:
+        """Flush what is queued, then start the closing handshake; safe to call twice."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the link now, unsent data included."""
+        raise NotImplementedError
+
+    def ping(self, now: float, payload: bytes) -> None:
+        """Ask an idle client whether it is alive."""
+        raise NotImplementedError
 
 
 class Outbox:
     __slots__ = ("_dirty", "_scheduled", "max_write_buffer", "slow_consumers")
 
     def __init__(self, max_write_buffer: int) -> None:
-        self._dirty: list[Connection] = []
+        self._dirty: list[Peer] = []
         self._scheduled = False
         self.max_write_buffer = max_write_buffer
         self.slow_consumers = 0
 
-    def mark(self, conn: Connection) -> None:
+    def mark(self, conn: Peer) -> None:
         """``conn`` has queued frames; flush it at the end of this loop iteration."""
         self._dirty.append(conn)
         if not self._scheduled:
@@ -53,16 +123,16 @@ class Outbox:
 
 
 def broadcast(
-    subscribers: Iterable[Connection], payload: bytes, except_socket_id: str | None = None
+    subscribers: Iterable[Peer], payload: bytes, except_socket_id: str | None = None
 ) -> int:
     """Send one encoded event to many sockets; returns how many got it.
 
-    The per-subscriber work is a list append (``Connection.queue`` inlined): the frame is
+    The per-subscriber work is a list append (``Peer.queue`` inlined): the frame is
     built once, metrics are counted once, and the write happens in ``Outbox.flush``.
     """
     frame = text_frame(payload)
     sent = 0
-    last: Connection | None = None
+    last: Peer | None = None
     for conn in subscribers:
         if conn.closed or conn.socket_id == except_socket_id:
             continue

@@ -14,15 +14,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from reverbpy.connection import Connection
-from reverbpy.dispatch import broadcast
+from reverbpy.dispatch import Peer, broadcast
 from reverbpy.protocol import messages
 from reverbpy.protocol.channels import channel_kind
 from reverbpy.protocol.errors import ErrorCode
 from reverbpy.protocol.presence import Member, snapshot
 from reverbpy.registry import AppState, CachedEvent, Channel, Registry, presence_full
 from reverbpy.scaling.base import Adapter, Envelope, PresenceFull
-from reverbpy.scaling.memory import MemoryAdapter
 from reverbpy.webhooks import Webhooks
 
 log = logging.getLogger("reverbpy.hub")
@@ -33,12 +31,10 @@ SUBSCRIPTION_COUNT_THROTTLE = 5.0
 
 
 class Hub:
-    def __init__(
-        self, registry: Registry, webhooks: Webhooks | None = None, adapter: Adapter | None = None
-    ) -> None:
+    def __init__(self, registry: Registry, webhooks: Webhooks, adapter: Adapter) -> None:
         self.registry = registry
-        self.webhooks = webhooks or Webhooks()
-        self.adapter: Adapter = adapter or MemoryAdapter()
+        self.webhooks = webhooks
+        self.adapter = adapter
         self.node_id = ""
         """Set by a clustering adapter; envelopes from this node are not delivered twice."""
 
@@ -48,9 +44,7 @@ class Hub:
 
     # --- WebSocket side -------------------------------------------------------------------
 
-    async def join(
-        self, state: AppState, conn: Connection, name: str, member: Member | None
-    ) -> None:
+    async def join(self, state: AppState, conn: Peer, name: str, member: Member | None) -> None:
         """Subscribe; raises ``SubscriptionError`` when a channel limit refuses the socket.
 
         The cluster is told first and the socket is added to the local channel last: no
@@ -102,7 +96,7 @@ class Hub:
             self._replay_cache(state, conn, name)
         self._subscription_count_changed(state, channel)
 
-    def _replay_cache(self, state: AppState, conn: Connection, name: str) -> None:
+    def _replay_cache(self, state: AppState, conn: Peer, name: str) -> None:
         cached = state.cached(name, time.monotonic())
         if cached is not None:
             conn.send(cached.payload)
@@ -112,9 +106,7 @@ class Hub:
             state.cache_miss_reported.add(name)
             self._hook(state, {"name": "cache_miss", "channel": name})
 
-    async def leave(
-        self, state: AppState, conn: Connection, name: str, member: Member | None
-    ) -> None:
+    async def leave(self, state: AppState, conn: Peer, name: str, member: Member | None) -> None:
         channel, last = state.unsubscribe(conn, name, member)
         if channel is None:
             return
@@ -158,7 +150,7 @@ class Hub:
         )
 
     def whisper(
-        self, state: AppState, conn: Connection, name: str, event: str, data: Any, user_id: Any
+        self, state: AppState, conn: Peer, name: str, event: str, data: Any, user_id: Any
     ) -> None:
         self._deliver_client_event(state, name, event, data, user_id, conn.socket_id)
         self._publish(
@@ -185,10 +177,10 @@ class Hub:
             payload = messages.channel_event(event, name, data, user_id)
             broadcast(channel.subscribers.values(), payload, except_socket_id=sender)
 
-    def connect(self, state: AppState, conn: Connection) -> None:
+    def connect(self, state: AppState, conn: Peer) -> None:
         state.connections[conn.socket_id] = conn
 
-    async def disconnect(self, state: AppState, conn: Connection) -> None:
+    async def disconnect(self, state: AppState, conn: Peer) -> None:
         """Forget a closed socket: leave every channel (presence members leave too)."""
         if state.connections.pop(conn.socket_id, None) is None:
             return
@@ -205,7 +197,7 @@ class Hub:
     async def sign_in(
         self,
         state: AppState,
-        conn: Connection,
+        conn: Peer,
         user_id: str,
         watchlist: tuple[str, ...],
         confirmation: bytes,
@@ -230,7 +222,7 @@ class Hub:
                 conn.session.watch_online.update(online)
                 conn.send(messages.watchlist_events([{"name": "online", "user_ids": online}]))
 
-    async def sign_out(self, state: AppState, conn: Connection, user_id: str) -> None:
+    async def sign_out(self, state: AppState, conn: Peer, user_id: str) -> None:
         if state.sign_out(conn, user_id):
             cluster_last = await self.adapter.user_signed_out(state, user_id)
             if cluster_last if cluster_last is not None else True:
@@ -427,7 +419,7 @@ class Hub:
                     and now - conn.connected_at >= auth_timeout
                     and not _authorized(conn)
                 ):
-                    reason = "Connection not authorized within timeout."
+                    reason = "Peer not authorized within timeout."
                     conn.fail(ErrorCode.UNAUTHORIZED, reason)
                 elif conn.pinged_at is not None:
                     if now - conn.pinged_at >= app.pong_timeout:
@@ -459,7 +451,7 @@ def close_all(states: Iterable[AppState], code: int, reason: str) -> int:
     return count
 
 
-def _authorized(conn: Connection) -> bool:
+def _authorized(conn: Peer) -> bool:
     session = conn.session
     if session.user is not None:
         return True

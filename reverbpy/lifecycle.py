@@ -40,39 +40,16 @@ from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, TRIGGERS, FrontDoor, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
 from reverbpy.hub import close_all
-from reverbpy.metrics import METRICS, WIRE, Metrics, http_metrics
+from reverbpy.metrics import METRICS, Metrics, http_metrics
 from reverbpy.protocol.errors import ErrorCode
 from reverbpy.proxies import forwarded_for
+from reverbpy.readiness import Readiness
 from reverbpy.registry import AppState
+from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.lifecycle")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Check = Callable[[], str | None]
-
-
-class Readiness:
-    """What ``/ready`` answers. 503 while draining, while ``degraded`` holds a reason, or while
-    any registered check returns one (the Redis adapter registers its link state here)."""
-
-    def __init__(self) -> None:
-        self.draining = False
-        self.degraded: str | None = None
-        self._checks: list[Check] = []
-
-    def add_check(self, check: Check) -> None:
-        self._checks.append(check)
-
-    def problem(self) -> str | None:
-        if self.draining:
-            return "shutting down"
-        if self.degraded:
-            return self.degraded
-        for check in self._checks:
-            problem = check()
-            if problem:
-                return problem
-        return None
 
 
 READINESS = web.AppKey("readiness", Readiness)

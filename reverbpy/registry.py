@@ -6,16 +6,14 @@ Plain data structures with no I/O; ``Hub`` combines them with the dispatcher.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reverbpy.config import AppConfig
+from reverbpy.dispatch import Peer
 from reverbpy.protocol.channels import ChannelKind, ChannelType, channel_kind
 from reverbpy.protocol.errors import SubscriptionError
 from reverbpy.protocol.presence import Member, PresenceState
 from reverbpy.protocol.ratelimit import PerSecond
-
-if TYPE_CHECKING:
-    from reverbpy.connection import Connection
 
 
 class Channel:
@@ -24,7 +22,7 @@ class Channel:
     def __init__(self, name: str) -> None:
         self.name = name
         self.kind: ChannelKind = channel_kind(name)
-        self.subscribers: dict[str, Connection] = {}
+        self.subscribers: dict[str, Peer] = {}
         self.presence: PresenceState | None = (
             PresenceState() if self.kind.type is ChannelType.PRESENCE else None
         )
@@ -60,10 +58,10 @@ class CachedEvent:
 class AppState:
     app: AppConfig
     channels: dict[str, Channel] = field(default_factory=dict)
-    connections: dict[str, Connection] = field(default_factory=dict)
-    users: dict[str, set[Connection]] = field(default_factory=dict)
+    connections: dict[str, Peer] = field(default_factory=dict)
+    users: dict[str, set[Peer]] = field(default_factory=dict)
     """Signed-in users (``pusher:signin``) to their sockets."""
-    watchers: dict[str, set[Connection]] = field(default_factory=dict)
+    watchers: dict[str, set[Peer]] = field(default_factory=dict)
     """Watched user id to the signed-in sockets whose watchlist names it."""
     cache: dict[str, CachedEvent] = field(default_factory=dict)
     """Cache channels' last events, kept with no subscribers too (until their TTL)."""
@@ -78,7 +76,7 @@ class AppState:
         self.read_requests = PerSecond(self.app.read_request_rate)
 
     def subscribe(
-        self, conn: Connection, name: str, member: Member | None, *, check_cap: bool = True
+        self, conn: Peer, name: str, member: Member | None, *, check_cap: bool = True
     ) -> tuple[Channel, bool]:
         """Add ``conn`` to the channel; returns it and whether ``member`` is new to it here.
 
@@ -102,7 +100,7 @@ class AppState:
         return channel, first
 
     def unsubscribe(
-        self, conn: Connection, name: str, member: Member | None
+        self, conn: Peer, name: str, member: Member | None
     ) -> tuple[Channel | None, bool]:
         """Remove ``conn``; returns the channel and whether ``member`` left it entirely."""
         channel = self.channels.get(name)
@@ -115,7 +113,7 @@ class AppState:
             del self.channels[name]
         return channel, last
 
-    def sign_in(self, conn: Connection, user_id: str, watchlist: tuple[str, ...] = ()) -> bool:
+    def sign_in(self, conn: Peer, user_id: str, watchlist: tuple[str, ...] = ()) -> bool:
         """Record a signed-in socket; True when it is the user's first (they come online)."""
         sockets = self.users.setdefault(user_id, set())
         first = not sockets
@@ -124,7 +122,7 @@ class AppState:
             self.watchers.setdefault(watched, set()).add(conn)
         return first
 
-    def sign_out(self, conn: Connection, user_id: str) -> bool:
+    def sign_out(self, conn: Peer, user_id: str) -> bool:
         """Forget a signed-in socket; True when it was the user's last (they go offline)."""
         for watched in conn.session.watchlist:
             watchers = self.watchers.get(watched)

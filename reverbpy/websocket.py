@@ -23,7 +23,6 @@ from reverbpy.connection import Connection, Pending, Refused
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.responses import json
 from reverbpy.hub import Hub
-from reverbpy.metrics import WIRE
 from reverbpy.protocol import messages
 from reverbpy.protocol.errors import ErrorCode, PusherError, SubscriptionError, invalid_message
 from reverbpy.protocol.frames import Opcode, handshake_response, valid_key
@@ -39,6 +38,7 @@ from reverbpy.protocol.session import (
     error_actions,
 )
 from reverbpy.registry import AppState
+from reverbpy.wire import WIRE
 
 SUPPORTED_PROTOCOLS = range(4, 8)
 
@@ -166,7 +166,7 @@ class WebSocketHandler:
         conn = Connection(socket_id, state, transport, self.outbox, session, self, now)
         self.hub.connect(state, conn)
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
-        WIRE.connected(conn, request)
+        WIRE.connected(conn, request.remote)
         conn.start(tail)
         return _Detached(status=101)
 

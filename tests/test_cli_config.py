@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from reverbpy import __version__
-from reverbpy.config import ConfigError, load_config
+from reverbpy.config import ConfigError
+from reverbpy.settings import load_config
 from tests.conftest import ROOT, free_port, start_server
 
 

@@ -1,6 +1,6 @@
 """Every per-app option means the same from the apps file and from `REVERB_APP_*`.
 
-Both paths go through one validation (`reverbpy.config._app_from_mapping`); these tests hold
+Both paths go through one validation (`reverbpy.settings._app_from_mapping`); these tests hold
 that promise option by option, so an option added to `AppConfig` without a line here fails
 `test_every_option_is_covered`.
 """
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from reverbpy.config import AppConfig, ConfigError, ServerConfig, WebhookTarget, load_config
+from reverbpy.config import AppConfig, ConfigError, ServerConfig, WebhookTarget
+from reverbpy.settings import load_config
 
 BASE = {"id": "7", "key": "app-key", "secret": "app-secret"}
 HOOK = {"url": "https://example.com/hook", "event_types": ["channel_occupied"]}

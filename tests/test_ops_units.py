@@ -13,7 +13,8 @@ from reverbpy.commands import effective_settings
 from reverbpy.config import AppConfig, Secret, ServerConfig
 from reverbpy.lifecycle import READINESS
 from reverbpy.logs import MASK, JsonFormatter, SecretFilter, frame_payload, mask_frame
-from reverbpy.metrics import METRICS, Histogram
+from reverbpy.metrics import METRICS
+from reverbpy.wire import Histogram
 from reverbpy.protocol.frames import text_frame
 from reverbpy.proxies import client_address, parse_networks
 from reverbpy.registry import Registry

@@ -29,9 +29,9 @@ from reverbpy.http_api.errors import ApiError
 from reverbpy.http_api.events import Event, answer, publish, wants_info
 from reverbpy.http_api.middleware import check_signature
 from reverbpy.hub import Hub
-from reverbpy.metrics import WIRE
 from reverbpy.protocol.http1 import Head, NotOurs, read_head
 from reverbpy.registry import AppState
+from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.http_api")
 

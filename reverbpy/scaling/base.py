@@ -9,13 +9,10 @@ truth", which is what the in-memory adapter answers, so a single node pays nothi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from reverbpy.protocol.presence import Member
-
-if TYPE_CHECKING:
-    from reverbpy.hub import Hub
-    from reverbpy.registry import AppState
+from reverbpy.registry import AppState, Registry
 
 Envelope = dict[str, Any]
 """A message to the other nodes: ``{"t": kind, "n": origin node, "a": app id, ...}``.
@@ -39,6 +36,32 @@ class PresenceFull(Exception):
     """The presence channel already has the maximum number of members cluster-wide."""
 
 
+class ClusterListener(Protocol):
+    """What an adapter tells this node (``hub.Hub`` is the one listener).
+
+    The adapter sits below the hub: it holds this interface, never the hub itself.
+    """
+
+    node_id: str
+    """Set by a clustering adapter; envelopes from this node are not delivered twice."""
+
+    @property
+    def registry(self) -> Registry:
+        """This node's state, which an adapter records again in the cluster after an outage."""
+
+    def receive(self, envelope: Envelope) -> None:
+        """An envelope from another node: deliver to this node's sockets."""
+
+    def member_gone(self, app_id: str, channel_name: str, user_id: Any) -> None:
+        """A dead node's member left the cluster."""
+
+    def user_gone(self, app_id: str, user_id: str) -> None:
+        """A dead node's signed-in user is gone from the cluster."""
+
+    def channel_gone(self, app_id: str, channel_name: str) -> None:
+        """A dead node's subscribers were the channel's last."""
+
+
 class Adapter(Protocol):
     name: str
 
@@ -46,7 +69,7 @@ class Adapter(Protocol):
     def healthy(self) -> bool:
         """False while the link to the other nodes is down (the node serves its own clients)."""
 
-    async def start(self, hub: Hub) -> None: ...
+    async def start(self, listener: ClusterListener) -> None: ...
 
     async def close(self) -> None: ...
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reverbpy.config import ServerConfig
 from reverbpy.protocol.presence import Member
-from reverbpy.scaling.base import Envelope, PresenceJoin
-
-if TYPE_CHECKING:
-    from reverbpy.hub import Hub
-    from reverbpy.registry import AppState
+from reverbpy.registry import AppState
+from reverbpy.scaling.base import ClusterListener, Envelope, PresenceJoin
 
 
 class MemoryAdapter:
@@ -20,7 +17,7 @@ class MemoryAdapter:
     def __init__(self, config: ServerConfig | None = None) -> None:
         pass
 
-    async def start(self, hub: Hub) -> None:
+    async def start(self, listener: ClusterListener) -> None:
         pass
 
     async def close(self) -> None:

@@ -30,12 +30,11 @@ import orjson
 
 from reverbpy.config import ServerConfig
 from reverbpy.protocol.presence import Member
-from reverbpy.scaling.base import Envelope, PresenceFull, PresenceJoin
+from reverbpy.scaling.base import ClusterListener, Envelope, PresenceFull, PresenceJoin
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from reverbpy.hub import Hub
     from reverbpy.registry import AppState
 
 log = logging.getLogger("reverbpy.scaling.redis")
@@ -107,7 +106,7 @@ class RedisAdapter:
         self._node_timeout = config.scaling.node_timeout
         self._apps = [a.id for a in config.apps]
         self.node_id = secrets.token_hex(8)
-        self._hub: Hub | None = None
+        self._hub: ClusterListener | None = None
         self._redis: Redis | None = None
         # (payload, cache key, ttl ms): a cache key means SET with expiry, else PUBLISH
         self._outbox: asyncio.Queue[tuple[bytes, str, int]] = asyncio.Queue(PUBLISH_QUEUE)
@@ -126,7 +125,7 @@ class RedisAdapter:
     def healthy(self) -> bool:
         return self._healthy
 
-    async def start(self, hub: Hub) -> None:
+    async def start(self, hub: ClusterListener) -> None:
         from redis.asyncio import BlockingConnectionPool, Redis
 
         self._hub = hub
