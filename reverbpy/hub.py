@@ -4,7 +4,8 @@ Both the WebSocket side and the HTTP API come through here, so the rules that ti
 outbound events hold whoever asks: ``member_added`` only on a user's first socket (in the
 whole cluster), the sender excluded from its own client event, the cache replayed right after
 ``subscription_succeeded``, webhooks on occupancy changes. All fan-out goes through
-``dispatch.broadcast``; what other nodes must see goes to the adapter as one envelope.
+``dispatch.broadcast``; what other nodes must see goes to the adapter as one envelope
+(``protocol.cluster``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,21 @@ from typing import Any
 from reverbpy.dispatch import Peer, broadcast
 from reverbpy.protocol import messages
 from reverbpy.protocol.channels import channel_kind
+from reverbpy.protocol.cluster import (
+    ApiEvent,
+    ClientEvent,
+    Envelope,
+    MemberAdded,
+    MemberRemoved,
+    Message,
+    Terminate,
+    UserOffline,
+    UserOnline,
+)
 from reverbpy.protocol.errors import ErrorCode
 from reverbpy.protocol.presence import Member, snapshot
 from reverbpy.registry import AppState, CachedEvent, Channel, Registry, presence_full
-from reverbpy.scaling.base import Adapter, Envelope, PresenceFull
+from reverbpy.scaling.base import Adapter, PresenceFull
 from reverbpy.webhooks import Webhooks
 
 log = logging.getLogger("reverbpy.hub")
@@ -88,9 +100,7 @@ class Hub:
         if first and member is not None:
             payload = messages.member_added(name, member.user_id, member.user_info)
             broadcast((c for c in channel.subscribers.values() if c is not conn), payload)
-            self._publish(
-                state, {"t": "member_added", "c": name, "u": member.user_id, "i": member.user_info}
-            )
+            self._publish(state, MemberAdded(name, member.user_id, member.user_info))
             self._hook(state, {"name": "member_added", "channel": name, "user_id": member.key})
         if channel.kind.cache:
             self._replay_cache(state, conn, name)
@@ -116,7 +126,7 @@ class Hub:
                 last = cluster_last
         if last and member is not None:
             self._member_removed(state, channel, member.user_id)
-            self._publish(state, {"t": "member_removed", "c": name, "u": member.user_id})
+            self._publish(state, MemberRemoved(name, member.user_id))
         cluster_count = await self.adapter.subscriptions_changed(state, name, -1)
         if cluster_count == 0 if cluster_count is not None else not channel.subscribers:
             self._hook(state, {"name": "channel_vacated", "channel": name})
@@ -153,10 +163,7 @@ class Hub:
         self, state: AppState, conn: Peer, name: str, event: str, data: Any, user_id: Any
     ) -> None:
         self._deliver_client_event(state, name, event, data, user_id, conn.socket_id)
-        self._publish(
-            state,
-            {"t": "client", "c": name, "e": event, "d": data, "u": user_id, "x": conn.socket_id},
-        )
+        self._publish(state, ClientEvent(name, event, data, user_id, conn.socket_id))
         if state.app.webhooks:
             hook: dict[str, Any] = {
                 "name": "client_event",
@@ -211,7 +218,7 @@ class Hub:
             cluster_first = await self.adapter.user_signed_in(state, user_id)
             if cluster_first if cluster_first is not None else True:
                 self._tell_watchers(state, user_id, "online")
-                self._publish(state, {"t": "online", "u": user_id})
+                self._publish(state, UserOnline(user_id))
         conn.send(confirmation)
         if watchlist:
             online = await self.adapter.users_online(state, watchlist)
@@ -227,14 +234,14 @@ class Hub:
             cluster_last = await self.adapter.user_signed_out(state, user_id)
             if cluster_last if cluster_last is not None else True:
                 self._tell_watchers(state, user_id, "offline")
-                self._publish(state, {"t": "offline", "u": user_id})
+                self._publish(state, UserOffline(user_id))
 
     def user_gone(self, app_id: str, user_id: str) -> None:
         """A dead node's signed-in user is gone from the cluster (found by the adapter)."""
         state = self.registry.by_id(app_id)
         if state is not None:
             self._tell_watchers(state, user_id, "offline")
-            self._publish(state, {"t": "offline", "u": user_id})
+            self._publish(state, UserOffline(user_id))
 
     def _tell_watchers(self, state: AppState, user_id: str, name: str) -> None:
         watchers = state.watchers.get(user_id)
@@ -250,7 +257,7 @@ class Hub:
         broadcast(targets, messages.watchlist_events([{"name": name, "user_ids": [user_id]}]))
 
     def terminate_user(self, state: AppState, user_id: str) -> int:
-        self._publish(state, {"t": "terminate", "u": user_id})
+        self._publish(state, Terminate(user_id))
         return self._terminate_local(state, user_id)
 
     def _terminate_local(self, state: AppState, user_id: str) -> int:
@@ -271,9 +278,7 @@ class Hub:
     ) -> int:
         """Publish an event to channels here and on every other node; returns local frames queued."""
         if self.node_id:  # built only in a cluster: a lone node pays nothing per trigger
-            self._publish(
-                state, {"t": "event", "c": channels, "e": event, "d": data, "x": except_socket_id}
-            )
+            self._publish(state, ApiEvent(channels, event, data, except_socket_id))
         return self._deliver_event(state, channels, event, data, except_socket_id, share=True)
 
     def _deliver_event(
@@ -306,51 +311,37 @@ class Hub:
 
     # --- the cluster ----------------------------------------------------------------------
 
-    def _publish(self, state: AppState, envelope: Envelope) -> None:
+    def _publish(self, state: AppState, message: Message) -> None:
         if self.node_id:
-            envelope["a"] = state.app.id
-            envelope["n"] = self.node_id
-            self.adapter.publish(envelope)
+            self.adapter.publish(Envelope(state.app.id, self.node_id, message))
 
     def receive(self, envelope: Envelope) -> None:
         """An envelope from another node: deliver to the sockets of this node only."""
-        if envelope.get("n") == self.node_id:
+        if envelope.node_id == self.node_id:
             return
-        state = self.registry.by_id(str(envelope.get("a")))
+        state = self.registry.by_id(envelope.app_id)
         if state is None:
             return
-        match envelope.get("t"):
-            case "event":
-                self._deliver_event(
-                    state, envelope["c"], envelope["e"], envelope["d"], envelope.get("x")
-                )
-            case "client":
-                self._deliver_client_event(
-                    state,
-                    envelope["c"],
-                    envelope["e"],
-                    envelope["d"],
-                    envelope.get("u"),
-                    envelope["x"],
-                )
-            case "member_added":
-                channel = state.channels.get(envelope["c"])
-                if channel is not None:
+        match envelope.message:
+            case ApiEvent(channels, event, data, except_socket_id):
+                self._deliver_event(state, channels, event, data, except_socket_id)
+            case ClientEvent(name, event, data, user_id, sender):
+                self._deliver_client_event(state, name, event, data, user_id, sender)
+            case MemberAdded(name, user_id, user_info):
+                if (channel := state.channels.get(name)) is not None:
                     broadcast(
                         channel.subscribers.values(),
-                        messages.member_added(channel.name, envelope["u"], envelope.get("i")),
+                        messages.member_added(name, user_id, user_info),
                     )
-            case "member_removed":
-                channel = state.channels.get(envelope["c"])
-                if channel is not None:
-                    broadcast(
-                        channel.subscribers.values(),
-                        messages.member_removed(channel.name, envelope["u"]),
-                    )
-            case "terminate":
-                self._terminate_local(state, str(envelope["u"]))
-            case "online" | "offline":
-                self._tell_watchers(state, str(envelope["u"]), envelope["t"])
+            case MemberRemoved(name, user_id):
+                if (channel := state.channels.get(name)) is not None:
+                    broadcast(channel.subscribers.values(), messages.member_removed(name, user_id))
+            case Terminate(user_id):
+                self._terminate_local(state, user_id)
+            case UserOnline(user_id):
+                self._tell_watchers(state, user_id, "online")
+            case UserOffline(user_id):
+                self._tell_watchers(state, user_id, "offline")
 
     def member_gone(self, app_id: str, channel_name: str, user_id: Any) -> None:
         """A dead node's member left the cluster (found by the adapter): tell everyone once."""
@@ -363,7 +354,7 @@ class Hub:
         self._hook(
             state, {"name": "member_removed", "channel": channel_name, "user_id": str(user_id)}
         )
-        self._publish(state, {"t": "member_removed", "c": channel_name, "u": user_id})
+        self._publish(state, MemberRemoved(channel_name, user_id))
 
     def channel_gone(self, app_id: str, channel_name: str) -> None:
         state = self.registry.by_id(app_id)

@@ -11,16 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from reverbpy.protocol.cluster import Envelope
 from reverbpy.protocol.presence import Member
 from reverbpy.registry import AppState, Registry
-
-Envelope = dict[str, Any]
-"""A message to the other nodes: ``{"t": kind, "n": origin node, "a": app id, ...}``.
-
-Kinds: ``event`` (API trigger: ``c`` channels, ``e`` event, ``d`` data, ``x`` excluded socket),
-``client`` (client event: ``c`` channel, ``e``, ``d``, ``u`` user id, ``x`` sender),
-``member_added`` / ``member_removed`` (``c``, ``u`` user id, ``i`` user info),
-``terminate`` (``u`` user id), ``online`` / ``offline`` (``u``: a signed-in user came or went)."""
 
 
 @dataclass(frozen=True, slots=True)

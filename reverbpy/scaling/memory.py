@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from reverbpy.config import ServerConfig
+from reverbpy.protocol.cluster import Envelope
 from reverbpy.protocol.presence import Member
 from reverbpy.registry import AppState
-from reverbpy.scaling.base import ClusterListener, Envelope, PresenceJoin
+from reverbpy.scaling.base import ClusterListener, PresenceJoin
 
 
 class MemoryAdapter:

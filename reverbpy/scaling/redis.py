@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from reverbpy.config import ServerConfig
+from reverbpy.protocol.cluster import Envelope, EnvelopeError, decode, encode
 from reverbpy.protocol.presence import Member
-from reverbpy.scaling.base import ClusterListener, Envelope, PresenceFull, PresenceJoin
+from reverbpy.scaling.base import ClusterListener, PresenceFull, PresenceJoin
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -188,7 +189,7 @@ class RedisAdapter:
             self.dropped += 1
             return
         try:
-            self._outbox.put_nowait((orjson.dumps(envelope), "", 0))
+            self._outbox.put_nowait((orjson.dumps(encode(envelope)), "", 0))
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -231,9 +232,14 @@ class RedisAdapter:
                 async for message in pubsub.listen():
                     if message.get("type") == "message" and self._hub is not None:
                         try:
-                            self._hub.receive(orjson.loads(message["data"]))
+                            envelope = decode(orjson.loads(message["data"]))
+                        except (orjson.JSONDecodeError, EnvelopeError) as exc:
+                            log.warning("bad envelope from the cluster: %s", exc)
+                            continue
+                        try:
+                            self._hub.receive(envelope)
                         except Exception:
-                            log.exception("bad envelope from the cluster")
+                            log.exception("error delivering an envelope from the cluster")
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
