@@ -27,7 +27,7 @@ log = logging.getLogger("reverbpy.dispatch")
 class Peer:
     """The outbound half of a socket: what fan-out, the registry and the hub know of it.
 
-    Frames are queued here and written by the transport (``connection.Peer``, which is
+    Frames are queued here and written by the transport (``connection.Connection``, which is
     a ``Peer``) when the ``Outbox`` flushes. Everything above the transport layer holds
     sockets as ``Peer``s, so the Pusher rules never see a transport, and a test can stand in
     for a socket with a recording subclass.

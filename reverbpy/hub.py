@@ -386,38 +386,11 @@ class Hub:
         count = await self.adapter.connection_count(state)
         return len(state.connections) if count is None else count
 
-    def shutdown(self, reason: str = "Server shutting down") -> int:
-        """Tell every client to reconnect (4200: pusher-js retries at once, ideally elsewhere)."""
-        return close_all(self.registry.apps.values(), ErrorCode.GENERIC_RECONNECT, reason)
-
     # --- timers ---------------------------------------------------------------------------
 
-    def sweep(self, now: float | None = None) -> None:
-        """Ping idle sockets, close those that did not answer in time (4201), enforce the
-        authorized-connections timeout, send throttled subscription counts, expire caches.
-
-        Every socket is checked, subscribed or not (Reverb #375 never reaps idle sockets).
-        """
-        now = time.monotonic() if now is None else now
+    def tick(self, now: float) -> None:
+        """Send throttled subscription counts and expire cache channels' last events."""
         for state in self.registry.apps.values():
-            app = state.app
-            auth_timeout = app.authorized_connections_timeout
-            for conn in list(state.connections.values()):
-                if conn.closed:
-                    continue
-                if (
-                    auth_timeout is not None
-                    and now - conn.connected_at >= auth_timeout
-                    and not _authorized(conn)
-                ):
-                    reason = "Peer not authorized within timeout."
-                    conn.fail(ErrorCode.UNAUTHORIZED, reason)
-                elif conn.pinged_at is not None:
-                    if now - conn.pinged_at >= app.pong_timeout:
-                        reason = "Pong reply not received in time"
-                        conn.fail(ErrorCode.PONG_NOT_RECEIVED, reason)
-                elif now - conn.last_seen >= app.ping_interval:
-                    conn.ping(now, messages.PING)
             if (
                 state.subscription_count_dirty
                 and now - state.subscription_count_sent >= SUBSCRIPTION_COUNT_THROTTLE
@@ -429,23 +402,3 @@ class Hub:
                         self._send_subscription_count(state, channel)
                 state.subscription_count_dirty.clear()
             state.expire_cache(now)
-
-
-def close_all(states: Iterable[AppState], code: int, reason: str) -> int:
-    """Fail every open socket of these apps with ``code``; returns how many."""
-    count = 0
-    for state in states:
-        for conn in list(state.connections.values()):
-            if not conn.closed:
-                conn.fail(code, reason)
-                count += 1
-    return count
-
-
-def _authorized(conn: Peer) -> bool:
-    session = conn.session
-    if session.user is not None:
-        return True
-    return any(
-        m is not None or name.startswith("private-") for name, m in session.subscriptions.items()
-    )

@@ -39,7 +39,7 @@ from reverbpy.config import AppConfig, ConfigError, ServerConfig
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, TRIGGERS, FrontDoor, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
-from reverbpy.hub import close_all
+from reverbpy.liveness import close_all
 from reverbpy.metrics import METRICS, Metrics, http_metrics
 from reverbpy.protocol.errors import ErrorCode
 from reverbpy.proxies import forwarded_for

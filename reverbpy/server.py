@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from reverbpy import liveness
 from reverbpy.config import ServerConfig
 from reverbpy.connection import wait_closed
 from reverbpy.dispatch import Outbox
@@ -19,6 +21,7 @@ from reverbpy.http_api.routes import routes
 from reverbpy.hub import Hub
 from reverbpy.lifecycle import READINESS
 from reverbpy.lifecycle import install as install_operations
+from reverbpy.protocol.errors import ErrorCode
 from reverbpy.registry import Registry
 from reverbpy.scaling import create_adapter
 from reverbpy.webhooks import Webhooks
@@ -51,7 +54,9 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(interval)
             try:
-                hub.sweep()
+                now = time.monotonic()
+                liveness.sweep(hub.registry.apps.values(), now)
+                hub.tick(now)
             except Exception:  # one bad socket must not stop pings and timeouts for all
                 log.exception("sweep failed")
 
@@ -64,7 +69,9 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_sockets(app: web.Application) -> None:
     """On SIGTERM/SIGINT: every socket gets 4200 and a close, then aiohttp stops."""
-    app[HUB].shutdown()
+    liveness.close_all(
+        app[HUB].registry.apps.values(), ErrorCode.GENERIC_RECONNECT, "Server shutting down"
+    )
     await wait_closed(within=3.0)
 
 

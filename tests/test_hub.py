@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from reverbpy.config import AppConfig, Secret, WebhookTarget
-from reverbpy.dispatch import Outbox, Peer
+from reverbpy.dispatch import Outbox
 from reverbpy.hub import Hub
 from reverbpy.protocol import messages
 from reverbpy.protocol.cluster import (
@@ -27,54 +27,11 @@ from reverbpy.protocol.cluster import (
 )
 from reverbpy.protocol.errors import SubscriptionError
 from reverbpy.protocol.presence import Member
-from reverbpy.protocol.session import Session
 from reverbpy.registry import AppState, Registry
 from reverbpy.scaling.base import PresenceFull, PresenceJoin
 from reverbpy.scaling.memory import MemoryAdapter
 from reverbpy.webhooks import Webhooks
-
-APP = AppConfig(id="1", key="k", secret=Secret("s"))
-
-
-class RecordingPeer(Peer):
-    """A socket whose writes are kept as decoded JSON messages."""
-
-    __slots__ = ("closed_with", "frames")
-
-    def __init__(self, socket_id: str, outbox: Outbox, app: AppConfig = APP) -> None:
-        super().__init__(socket_id, app, Session(app, socket_id, lambda: 0.0), outbox, 0.0)
-        self.frames: list[bytes] = []
-        self.closed_with: tuple[int, str] | None = None
-
-    def flush(self) -> int:
-        self.frames.extend(self._pending)
-        self._pending = []
-        return 0
-
-    def close(self, code: int, reason: str) -> None:
-        self.flush()
-        self.closed = True
-        self.closed_with = (code, reason)
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def ping(self, now: float, payload: bytes) -> None:
-        self.pinged_at = now
-        self.send(payload)
-
-    def received(self) -> list[dict[str, Any]]:
-        """Every message sent so far (server frames are unmasked text frames)."""
-        self.flush()
-        out = []
-        for frame in self.frames:
-            length = frame[1] & 0x7F
-            start = 2 if length < 126 else 4 if length == 126 else 10
-            out.append(orjson.loads(frame[start:]))
-        return out
-
-    def events(self) -> list[str]:
-        return [m["event"] for m in self.received()]
+from tests.peers import APP, RecordingPeer
 
 
 class FakeAdapter(MemoryAdapter):
