@@ -23,6 +23,7 @@ class PresenceJoin:
     first: bool
     """This is the user's first socket in the whole cluster: ``member_added`` fires."""
     members: list[Member]
+    """One entry per socket, so a user may repeat; ``presence.snapshot`` counts users."""
 
 
 class PresenceFull(Exception):

@@ -47,7 +47,7 @@ PUBLISH_QUEUE = 100_000
 
 # KEYS: presence hash, users hash, node set; ARGV: field, user key, member json, cap, node entry
 _PRESENCE_JOIN = """
-if not redis.call('HEXISTS', KEYS[2], ARGV[2]) then
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then  -- (0 is true in Lua)
   local cap = tonumber(ARGV[4])
   if cap > 0 and redis.call('HLEN', KEYS[2]) >= cap then return {-1} end
 end
@@ -173,7 +173,7 @@ class RedisAdapter:
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._forget_node(self.node_id), 3)
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))

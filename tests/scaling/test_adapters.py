@@ -1,0 +1,159 @@
+"""The adapter seam, in-process: two Redis "nodes" in one event loop, a real Redis, no server.
+
+Each adapter gets a ``RecordingListener`` in place of the hub, so these tests hold the contract
+the hub relies on (``scaling.base.Adapter``): what one node publishes reaches the others,
+decoded; presence, subscription counts, users and cache entries are cluster-wide; and the
+memory adapter answers ``None`` everywhere ("this node is the whole truth").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from reverbpy.config import AppConfig, ScalingConfig, Secret, ServerConfig
+from reverbpy.protocol.cluster import ApiEvent, ClientEvent, Envelope
+from reverbpy.protocol.presence import Member
+from reverbpy.registry import AppState, Registry
+from reverbpy.scaling.base import PresenceFull
+from reverbpy.scaling.memory import MemoryAdapter
+from reverbpy.scaling.redis import RedisAdapter
+
+pytestmark = pytest.mark.redis
+
+APP = AppConfig(id="1", key="k", secret=Secret("s"), max_presence_members=2)
+
+
+class RecordingListener:
+    """Stands in for the hub: records what the cluster tells this node."""
+
+    def __init__(self) -> None:
+        self.node_id = ""
+        self.registry = Registry((APP,))
+        self.envelopes: list[Envelope] = []
+        self.arrived = asyncio.Event()
+
+    def receive(self, envelope: Envelope) -> None:
+        self.envelopes.append(envelope)
+        self.arrived.set()
+
+    def member_gone(self, app_id: str, channel_name: str, user_id: Any) -> None:
+        pass
+
+    def user_gone(self, app_id: str, user_id: str) -> None:
+        pass
+
+    def channel_gone(self, app_id: str, channel_name: str) -> None:
+        pass
+
+
+Node = tuple[RedisAdapter, RecordingListener, AppState]
+
+
+@pytest.fixture
+async def nodes(redis_url: str) -> AsyncIterator[tuple[Node, Node]]:
+    config = ServerConfig(
+        apps=(APP,),
+        scaling=ScalingConfig(
+            adapter="redis", prefix=f"test-{secrets.token_hex(4)}", redis_url=Secret(redis_url)
+        ),
+    )
+    made: list[Node] = []
+    for _ in range(2):
+        adapter, listener = RedisAdapter(config), RecordingListener()
+        await adapter.start(listener)
+        state = listener.registry.by_id("1")
+        assert state is not None and adapter.healthy
+        made.append((adapter, listener, state))
+    await asyncio.sleep(0.1)  # both subscribed
+    yield made[0], made[1]
+    for adapter, _, _ in made:
+        await adapter.close()
+
+
+async def wait_for(listener: RecordingListener, count: int) -> None:
+    async with asyncio.timeout(5):
+        while len(listener.envelopes) < count:
+            listener.arrived.clear()
+            await listener.arrived.wait()
+
+
+async def test_start_gives_the_listener_its_node_id(nodes: tuple[Node, Node]) -> None:
+    (a, la, _), (b, lb, _) = nodes
+    assert la.node_id == a.node_id and lb.node_id == b.node_id and a.node_id != b.node_id
+
+
+async def test_published_envelopes_arrive_decoded_and_in_order(nodes: tuple[Node, Node]) -> None:
+    (a, _, _), (_, lb, _) = nodes
+    sent = [Envelope("1", a.node_id, ApiEvent(["news"], "e", {"n": n})) for n in range(50)]
+    sent.append(Envelope("1", a.node_id, ClientEvent("private-c", "client-x", None, "u", "1.1")))
+    for envelope in sent:
+        a.publish(envelope)
+    await wait_for(lb, len(sent))
+    assert lb.envelopes == sent
+
+
+async def test_presence_is_cluster_wide(nodes: tuple[Node, Node]) -> None:
+    (a, _, sa), (b, _, sb) = nodes
+    first = await a.presence_join(sa, "presence-room", "a.1", Member("ann", {"n": 1}))
+    again = await b.presence_join(sb, "presence-room", "b.1", Member("ann", {"n": 1}))
+    bob = await b.presence_join(sb, "presence-room", "b.2", Member("bob"))
+    assert first is not None and first.first
+    assert again is not None and not again.first
+    assert bob is not None and bob.first
+    assert {m.key for m in bob.members} == {"ann", "bob"}  # one entry per socket
+    with pytest.raises(PresenceFull):  # max_presence_members=2, counted across nodes
+        await a.presence_join(sa, "presence-room", "a.2", Member("zoe"))
+    members = await a.presence_members(sa, "presence-room")
+    assert members is not None and {m.key for m in members} == {"ann", "bob"}
+    assert await a.presence_leave(sa, "presence-room", "a.1", Member("ann")) is False
+    assert await b.presence_leave(sb, "presence-room", "b.1", Member("ann")) is True
+
+
+async def test_subscription_and_channel_counts_are_cluster_wide(nodes: tuple[Node, Node]) -> None:
+    (a, _, sa), (b, _, sb) = nodes
+    assert await a.subscriptions_changed(sa, "news", +1) == 1
+    assert await b.subscriptions_changed(sb, "news", +1) == 2
+    assert await a.channel_counts(sa) == {"news": 2}
+    assert await b.subscriptions_changed(sb, "news", -1) == 1
+    assert await a.subscriptions_changed(sa, "news", -1) == 0
+    assert await b.channel_counts(sb) == {}
+
+
+async def test_signed_in_users_are_cluster_wide(nodes: tuple[Node, Node]) -> None:
+    (a, _, sa), (b, _, sb) = nodes
+    assert await a.user_signed_in(sa, "42") is True
+    assert await b.user_signed_in(sb, "42") is False
+    assert await a.users_online(sa, ("42", "7")) == ["42"]
+    assert await a.user_signed_out(sa, "42") is False
+    assert await b.user_signed_out(sb, "42") is True
+    assert await b.users_online(sb, ("42",)) == []
+
+
+async def test_cache_entries_reach_a_node_that_lacks_them(nodes: tuple[Node, Node]) -> None:
+    (a, _, sa), (b, _, sb) = nodes
+    a.cache_set(sa, "cache-prices", "price", {"eur": 1}, 60.0)
+    async with asyncio.timeout(5):
+        while (shared := await b.cache_get(sb, "cache-prices")) is None:
+            await asyncio.sleep(0.02)
+    event, data, left = shared
+    assert (event, data) == ("price", {"eur": 1}) and 0 < left <= 60
+
+
+async def test_memory_adapter_says_this_node_is_the_whole_truth() -> None:
+    adapter, listener = MemoryAdapter(), RecordingListener()
+    await adapter.start(listener)
+    state = listener.registry.by_id("1")
+    assert state is not None
+    adapter.publish(Envelope("1", "n", ApiEvent(["news"], "e", None)))
+    assert listener.envelopes == []
+    assert await adapter.presence_join(state, "presence-x", "1.1", Member("a")) is None
+    assert await adapter.subscriptions_changed(state, "news", 1) is None
+    assert await adapter.user_signed_in(state, "a") is None
+    assert await adapter.channel_counts(state) is None
+    assert adapter.other_connections(state) == 0
+    await adapter.close()
