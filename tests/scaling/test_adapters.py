@@ -137,8 +137,8 @@ async def test_signed_in_users_are_cluster_wide(nodes: tuple[Node, Node]) -> Non
 async def test_cache_entries_reach_a_node_that_lacks_them(nodes: tuple[Node, Node]) -> None:
     (a, _, sa), (b, _, sb) = nodes
     a.cache_set(sa, "cache-prices", "price", {"eur": 1}, 60.0)
-    async with asyncio.timeout(5):
-        while (shared := await b.cache_get(sb, "cache-prices")) is None:
+    async with asyncio.timeout(5):  # the SET leaves through the publisher's queue
+        while (shared := await b.cache_get(sb, "cache-prices")) is None:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     event, data, left = shared
     assert (event, data) == ("price", {"eur": 1}) and 0 < left <= 60
