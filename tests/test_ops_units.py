@@ -14,11 +14,11 @@ from reverbpy.config import AppConfig, Secret, ServerConfig
 from reverbpy.lifecycle import READINESS
 from reverbpy.logs import MASK, JsonFormatter, SecretFilter, frame_payload, mask_frame
 from reverbpy.metrics import METRICS
-from reverbpy.wire import Histogram
 from reverbpy.protocol.frames import text_frame
 from reverbpy.proxies import client_address, parse_networks
 from reverbpy.registry import Registry
 from reverbpy.server import create_app
+from reverbpy.wire import Histogram
 
 
 def app_config(id_: str, key: str, secret: str = "s3cr3t-value", **kw: object) -> AppConfig:
