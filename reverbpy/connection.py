@@ -1,11 +1,16 @@
 """One client socket after the upgrade: the asyncio protocol of its transport.
 
-A ``Connection`` is the socket's only reader and only writer. It reads RFC 6455 frames with
-``protocol.frames.FrameReader``, answers pings, runs the closing handshake, and hands each
-data message to its ``Listener`` (``websocket.WebSocketHandler``), which applies the Pusher
-rules. There is no task per socket: messages are handled in ``data_received``. When the
-listener needs to wait (joining a channel through Redis, say), the socket stops reading until
-that is done, so one client's messages are still handled in the order it sent them.
+A ``Connection`` is the socket's only reader and only writer, and a thin pump: the bytes its
+transport reads go through a sans-I/O ``protocol.rfc6455.ServerProtocol``, which holds the
+RFC 6455 state (frames, pings, the closing handshake, protocol errors, the close code); what
+that asks to write is written, and each data message goes to the ``Listener``
+(``websocket.WebSocketHandler``), which applies the Pusher rules. What is left here is the
+transport's side: writes, pausing reads, the timers that end a closing handshake the client
+does not finish, and telling the listener once that the socket is done for.
+
+There is no task per socket: messages are handled in ``data_received``. When the listener
+needs to wait (joining a channel through Redis, say), the socket stops reading until that is
+done, so one client's messages are still handled in the order it sent them.
 """
 
 from __future__ import annotations
@@ -23,13 +28,12 @@ from reverbpy.protocol.errors import ErrorCode
 from reverbpy.protocol.frames import (
     CloseCode,
     FrameError,
-    FrameReader,
     Opcode,
     close_frame,
     control_frame,
-    parse_close,
     text_frame,
 )
+from reverbpy.protocol.rfc6455 import CLOSED, ServerProtocol
 from reverbpy.protocol.session import Session
 from reverbpy.wire import WIRE
 
@@ -38,11 +42,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reverbpy.connection")
 
-MAX_MESSAGE_SIZE_REASON = "Maximum message size exceeded"
 CLOSE_TIMEOUT = 5.0  # for the client's answer to our close frame, then the TCP link is dropped
 HANDSHAKE_WAIT = 1.0  # at shutdown, for the clients' answers to our close frames
 LINGER = 1.0  # after a protocol error: read and discard, so the client sees our close frame
 _PING = control_frame(Opcode.PING)
+# Plain ints for the per-message test: on Python 3.11 ``Opcode.X`` is a slow lookup.
+_DATA = int(Opcode.BINARY)  # TEXT and BINARY are the opcodes up to this one
+_CLOSE = int(Opcode.CLOSE)
 
 Pending = Coroutine[Any, Any, None]
 
@@ -107,17 +113,16 @@ def _run(coro: Pending) -> asyncio.Task[None]:
 
 
 class Connection(Peer, asyncio.Protocol):
-    """A socket's transport side: reads frames, writes what its ``Peer`` half queued."""
+    """A socket's transport side: pumps bytes through its ``ServerProtocol``, writes what its
+    ``Peer`` half queued."""
 
     __slots__ = (
         "_backlog",
-        "_close_sent",
         "_close_timer",
         "_finished",
         "_listener",
-        "_reader",
         "_transport",
-        "close_code",
+        "_ws",
         "state",
         "uses_control_frames",
     )
@@ -136,14 +141,18 @@ class Connection(Peer, asyncio.Protocol):
         self.state = state
         self._transport = transport
         self._listener = listener
-        self._reader: FrameReader | None = FrameReader(self.app.max_message_size)
+        self._ws = ServerProtocol(self.app.max_message_size)
         # Messages read while the listener is waiting; ``None`` when it is not.
         self._backlog: list[tuple[int, bytes]] | None = None
-        self._close_sent = False
         self._close_timer: asyncio.TimerHandle | None = None
+        # The listener has been told the socket is done for (or will be, once it stops waiting).
         self._finished = False
-        self.close_code: int | None = None
         self.uses_control_frames = False
+
+    @property
+    def close_code(self) -> int | None:
+        """How the socket ended, once it has: see ``ServerProtocol.close_code``."""
+        return self._ws.close_code
 
     # --- outbound -------------------------------------------------------------------------
 
@@ -180,7 +189,8 @@ class Connection(Peer, asyncio.Protocol):
             return
         self.flush()
         self.closed = True
-        self._send_close(code, reason)
+        self._ws.send_close(code, reason)
+        self._write_close()
         self._finish()
 
     def abort(self) -> None:
@@ -190,13 +200,12 @@ class Connection(Peer, asyncio.Protocol):
         self._pending = []
         self._transport.abort()
 
-    def _send_close(self, code: int, reason: str) -> None:
-        if self._close_sent or self._transport.is_closing():
+    def _write_close(self) -> None:
+        """Write our close frame (what the protocol has to send), then await the answer."""
+        data = self._ws.data_to_send()
+        if not data or self._transport.is_closing():
             return
-        self._close_sent = True
-        if self.close_code is None:
-            self.close_code = code
-        self._transport.write(close_frame(code, reason))
+        self._transport.write(data)
         self._abort_later()
         _closing.add(self)
 
@@ -218,36 +227,30 @@ class Connection(Peer, asyncio.Protocol):
             self.data_received(tail)
 
     def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        if reader is None:  # failed: discard until the link closes
+        ws = self._ws
+        if ws.state is CLOSED:  # closed or failed: discard until the link closes
             return
         self.touch(time.monotonic())
-        for opcode, payload in reader.feed(data):
-            if opcode <= Opcode.BINARY:
-                if self.closed:
+        control = False
+        for opcode, payload in ws.receive_data(data):
+            if opcode <= _DATA:
+                if self.closed:  # the listener closed the socket on an earlier message
                     continue
-                if opcode == Opcode.TEXT and not payload.isascii():
-                    try:
-                        payload.decode()
-                    except UnicodeDecodeError:
-                        self._fail_protocol(FrameError(CloseCode.INVALID_DATA, "Invalid UTF-8"))
-                        return
                 if self._backlog is not None:
                     self._backlog.append((opcode, payload))
                 else:
                     self._deliver(opcode, payload)
-            elif opcode == Opcode.PING:
-                # Queued like any frame, so a client that pings but never reads is a slow
-                # consumer like any other (dropped past max_write_buffer).
-                self.uses_control_frames = True
-                self.queue(control_frame(Opcode.PONG, payload))
-            elif opcode == Opcode.PONG:
-                self.uses_control_frames = True
-            else:
-                self._close_received(payload)
+            elif opcode == _CLOSE:
+                self._close_received()
                 return
-        if reader.error is not None:  # after the messages that were whole before it
-            self._fail_protocol(reader.error)
+            else:  # a ping or a pong: the client keeps itself alive with control frames
+                self.uses_control_frames = control = True
+        if ws.error is not None:  # after the messages that were whole before it
+            self._fail(ws.error)
+        elif control and (pongs := ws.data_to_send()):
+            # Queued like any frame, so a client that pings but never reads is a slow
+            # consumer like any other (dropped past max_write_buffer).
+            self.queue(pongs)
 
     def eof_received(self) -> bool | None:
         return None  # the client half-closed: close our side too
@@ -255,9 +258,7 @@ class Connection(Peer, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._pending = []
-        self._reader = None
-        if self.close_code is None:
-            self.close_code = CloseCode.ABNORMAL
+        self._ws.connection_lost()
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -311,36 +312,30 @@ class Connection(Peer, asyncio.Protocol):
                 return
         self._transport.resume_reading()
 
-    def _close_received(self, payload: bytes) -> None:
-        try:
-            code, reason = parse_close(payload)
-        except FrameError as exc:
-            self._fail_protocol(exc)
-            return
-        if self.close_code is None:
-            self.close_code = code
-        self._reader = None
-        if not self._close_sent:
-            # The client is leaving: what is still queued for it is dropped, not sent.
-            self.closed = True
-            self._pending = []
-            echo = CloseCode.NORMAL if code == CloseCode.NO_STATUS else code
-            self._transport.write(close_frame(echo, reason))
-            self._close_sent = True
+    def _close_received(self) -> None:
+        """The client's close frame ended the handshake; the protocol has echoed it if the
+        client started it. What is still queued for a leaving client is dropped, not sent."""
+        self.closed = True
+        self._pending = []
+        echo = self._ws.data_to_send()
+        if echo and not self._transport.is_closing():
+            self._transport.write(echo)
         self._transport.close()
         self._abort_later()
         self._finish()
 
-    def _fail_protocol(self, exc: FrameError) -> None:
-        """RFC 6455 7.1.7: close with the error's code. The socket then reads and discards for
-        a moment, so the client gets our frames rather than a reset."""
-        self._reader = None
-        if exc.code == CloseCode.MESSAGE_TOO_BIG:
-            self.send(messages.error(ErrorCode.GENERIC_RECONNECT, MAX_MESSAGE_SIZE_REASON))
-            exc.reason = MAX_MESSAGE_SIZE_REASON
-        self.close(exc.code, exc.reason)
+    def _fail(self, error: FrameError) -> None:
+        """The client broke RFC 6455 and the protocol closes with the error's code, after what
+        was queued before. The socket then reads and discards for a moment, so the client
+        gets our frames rather than a reset."""
+        if error.code == CloseCode.MESSAGE_TOO_BIG:  # pusher-js is told first, to reconnect
+            self.send(messages.error(ErrorCode.GENERIC_RECONNECT, error.reason))
+        self.flush()
+        self.closed = True
+        self._write_close()
         self._abort_later()
         asyncio.get_running_loop().call_later(LINGER, self._transport.close)
+        self._finish()
 
     def __repr__(self) -> str:
         return f"Connection({self.socket_id!r}, app={self.app.id!r})"

@@ -123,16 +123,23 @@ def _take_over(request: web.Request) -> tuple[asyncio.Transport, bytes] | None:
     per socket for as long as the socket lives: several KiB each, times tens of thousands of
     sockets. Here aiohttp is told the connection is gone (so its server forgets it and its
     keep-alive timer stops) without closing the transport, which then belongs to a
-    ``Connection``. The bytes aiohttp read past the request (a pipelining client) come along.
+    ``Connection``. The bytes aiohttp read past the request (a pipelining client) come along:
+    aiohttp keeps them for the parser of the upgraded protocol and hands them over in
+    ``set_parser``, as it does to its own ``WebSocketResponse``; here that parser is a buffer.
     """
+    from types import SimpleNamespace
+    from typing import Any
+
     handler = request.protocol
     transport = request.transport
     if transport is None or transport.is_closing():
         return None  # the client left during the handshake
-    tail: bytes = getattr(handler, "_message_tail", b"")
+    tail = bytearray()
+    parser: Any = SimpleNamespace(feed_data=tail.extend, feed_eof=lambda: None)
+    handler.set_parser(parser)
     handler.transport = None  # so that aiohttp's clean-up cannot close it
     handler.connection_lost(None)
-    return transport, tail
+    return transport, bytes(tail)
 
 
 class WebSocketHandler:

@@ -68,6 +68,8 @@ class Listener:
             return self.gate.wait()  # type: ignore[return-value]
         if payload == b"raise":
             raise RuntimeError("a bug")
+        if payload == b"close":
+            conn.close(4009, "bye")
         if payload == b"wait-then-raise":
             return self._raise_later()
         return None
@@ -167,6 +169,33 @@ async def test_client_close_is_echoed_and_the_link_closed() -> None:
     assert transport.writes == [close_frame(4001, "bye")]
     assert transport.closed and conn.closed and conn.close_code == 4001
     assert conn._close_timer is not None  # aborted later if the client never reads the answer
+
+
+async def test_what_came_before_the_clients_close_in_one_read_is_handled() -> None:
+    conn, transport, listener = connect()
+    conn.data_received(
+        client_frame(Opcode.TEXT, b"a")
+        + client_frame(Opcode.PING, b"p")
+        + client_frame(Opcode.CLOSE, (1001).to_bytes(2, "big"))
+        + client_frame(Opcode.TEXT, b"after")  # past the close frame: not read
+    )
+    assert listener.seen == [b"a"] and listener.disconnected_calls == 1
+    assert transport.writes == [control_frame(Opcode.PONG, b"p") + close_frame(1001)]
+    assert transport.closed and conn.close_code == 1001
+
+
+async def test_closing_on_a_message_read_with_the_clients_close_sends_one_close_frame() -> None:
+    # A read is handled whole by the protocol (sans-I/O): the client's close at its end is
+    # already answered when the listener closes on a message before it, as in websockets.
+    conn, transport, listener = connect()
+    conn.data_received(
+        client_frame(Opcode.TEXT, b"close")
+        + client_frame(Opcode.TEXT, b"a")
+        + client_frame(Opcode.CLOSE, (1000).to_bytes(2, "big"))
+    )
+    assert listener.seen == [b"close"] and listener.disconnected_calls == 1
+    assert transport.writes == [close_frame(1000)]
+    assert transport.closed and conn.close_code == 1000
 
 
 async def test_server_close_waits_for_the_answer_then_closes() -> None:

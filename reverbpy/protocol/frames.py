@@ -4,9 +4,10 @@ Server frames are never masked (RFC 6455 5.1), so one broadcast frame is the sam
 every subscriber: it is built once here and written as is to each transport.
 
 reverbpy reads client frames itself rather than through aiohttp's ``WebSocketResponse``:
-after the upgrade a socket is a transport plus one small ``Connection``, not a request, a
-parser, a reader queue and a task waiting on it (see ``bench/RESULTS.md``, memory per socket).
-Permessage-deflate is never negotiated, so RSV bits are always an error.
+after the upgrade a socket is a transport plus one small ``Connection`` and its
+``rfc6455.ServerProtocol`` (this module's ``FrameReader`` plus the RFC's states), not a
+request, a parser, a reader queue and a task waiting on it (see ``bench/RESULTS.md``, memory
+per socket). Permessage-deflate is never negotiated, so RSV bits are always an error.
 """
 
 from __future__ import annotations
@@ -105,9 +106,16 @@ def unmask(mask: bytes, data: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
+# The codes a peer may send: RFC 6455 7.4.1 and the IANA registry (1012 service restart, 1013
+# try again later, 1014 bad gateway); 1004-1006 and 1015 are reserved, 3000-4999 are for
+# libraries and applications (Pusher's 4xxx among them).
+_PEER_CLOSE_CODES: Final = frozenset(
+    (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014)
+)
+
+
 def _valid_close_code(code: int) -> bool:
-    """Codes a peer may send (RFC 6455 7.4.1; 1004-1006 and 1015 are reserved)."""
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or (3000 <= code <= 4999)
+    return code in _PEER_CLOSE_CODES or 3000 <= code <= 4999
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:
@@ -129,11 +137,11 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 class FrameReader:
     """Turns the bytes a client sends into whole messages: ``(opcode, payload)`` pairs.
 
-    Data messages come out reassembled and unmasked; control frames come out as they arrive,
-    even between the fragments of a data message. ``max_size`` bounds a message before its
-    bytes are buffered, so a client cannot make the server hold more than that per socket.
-    Text payloads are returned as bytes: checking UTF-8 is the caller's decision (orjson
-    rejects invalid UTF-8 anyway).
+    Data messages come out reassembled and unmasked, text ones checked to be UTF-8 (RFC 6455
+    8.1: 1007 otherwise); control frames come out as they arrive, even between the fragments
+    of a data message, through ``_control``, which ``rfc6455.ServerProtocol`` overrides to
+    apply the RFC's rules to them in order. ``max_size`` bounds a message before its bytes
+    are buffered, so a client cannot make the server hold more than that per socket.
     """
 
     __slots__ = ("_buffer", "_fragments", "_opcode", "_size", "error", "max_size")
@@ -151,20 +159,25 @@ class FrameReader:
         messages before it are still returned: what the server accepted is not lost."""
         if self.error is not None:
             return []
-        if self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
         messages: list[tuple[int, bytes]] = []
         try:
             self._parse(data, messages)
         except FrameError as exc:
-            self.error = exc
-            self._buffer = b""
-            self._fragments = None
-            self._size = 0
+            self._broken(exc)
         return messages
 
+    def _broken(self, error: FrameError) -> None:
+        """Nothing more is read: what is buffered is dropped."""
+        self.error = error
+        self._buffer = b""
+        self._fragments = None
+        self._size = 0
+
     def _parse(self, data: bytes, messages: list[tuple[int, bytes]]) -> None:
+        """Append the messages ``data`` completes; raise ``FrameError`` at a broken frame."""
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
         end = len(data)
         pos = 0
         while end - pos >= 2:
@@ -195,25 +208,31 @@ class FrameReader:
             elif opcode > 0x2:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, f"Unknown opcode {opcode}")
             elif length + self._size > self.max_size:
-                raise FrameError(CloseCode.MESSAGE_TOO_BIG, "Message too big")
+                raise FrameError(CloseCode.MESSAGE_TOO_BIG, "Maximum message size exceeded")
             if end - start < length:
                 break
             payload = unmask(data[start - 4 : start], data[start : start + length])
             pos = start + length
             if opcode >= 0x8:
-                messages.append((opcode, payload))
+                if not self._control(opcode, payload, messages):
+                    return  # nothing after this frame is read
             elif opcode == 0x0:
                 if self._fragments is None:
                     raise FrameError(CloseCode.PROTOCOL_ERROR, "Unexpected continuation frame")
                 self._fragments.append(payload)
                 self._size += length + FRAME_COST
                 if first & 0x80:
-                    messages.append((self._opcode, b"".join(self._fragments)))
+                    payload = b"".join(self._fragments)
+                    if self._opcode == 0x1 and not payload.isascii():
+                        _check_utf8(payload)
+                    messages.append((self._opcode, payload))
                     self._fragments = None
                     self._size = 0
             elif self._fragments is not None:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, "Expected a continuation frame")
             elif first & 0x80:
+                if opcode == 0x1 and not payload.isascii():
+                    _check_utf8(payload)
                 messages.append((opcode, payload))
             else:
                 self._opcode = opcode
@@ -221,3 +240,15 @@ class FrameReader:
                 self._size = length + FRAME_COST
         if pos < end:
             self._buffer = data[pos:]
+
+    def _control(self, opcode: int, payload: bytes, messages: list[tuple[int, bytes]]) -> bool:
+        """A ping, pong or close frame, in the order it came; ``False`` stops reading."""
+        messages.append((opcode, payload))
+        return True
+
+
+def _check_utf8(payload: bytes) -> None:
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        raise FrameError(CloseCode.INVALID_DATA, "Invalid UTF-8") from None

@@ -77,7 +77,7 @@ def test_reader_small_messages_in_one_chunk() -> None:
 
 def test_reader_byte_by_byte_and_extended_lengths() -> None:
     reader = FrameReader(max_size=100_000)
-    big, medium = os.urandom(70_000), os.urandom(300)
+    big, medium = os.urandom(70_000), ("é" * 150).encode()
     data = client_frame(Opcode.BINARY, big) + client_frame(Opcode.TEXT, medium)
     out: list[tuple[int, bytes]] = []
     for i in range(0, len(data), 7):
@@ -100,11 +100,30 @@ def test_reader_size_limit_counts_fragments_and_refuses_before_buffering() -> No
     reader = FrameReader(max_size=10)
     assert reader.feed(client_frame(Opcode.TEXT, b"123456", fin=False)) == []
     assert reader.feed(client_frame(Opcode.CONTINUATION, b"12345")) == []
-    assert reader.error is not None and reader.error.code == 1009
+    assert reader.error is not None
+    assert (reader.error.code, reader.error.reason) == (1009, "Maximum message size exceeded")
     # Only the header of an oversized frame is needed to refuse it.
     header_only = FrameReader(max_size=10)
     header_only.feed(client_frame(Opcode.TEXT, b"x" * 500)[:4])
     assert header_only.error is not None and header_only.error.code == 1009
+
+
+def test_reader_checks_that_text_is_utf8() -> None:
+    reader = FrameReader(max_size=1000)
+    data = client_frame(Opcode.TEXT, "déjà".encode()) + client_frame(Opcode.BINARY, b"\xff")
+    assert reader.feed(data) == [(Opcode.TEXT, "déjà".encode()), (Opcode.BINARY, b"\xff")]
+    data = client_frame(Opcode.TEXT, b"ok") + client_frame(Opcode.TEXT, b"\xff")
+    assert reader.feed(data + client_frame(Opcode.TEXT, b"x")) == [(Opcode.TEXT, b"ok")]
+    assert reader.error is not None
+    assert (reader.error.code, reader.error.reason) == (1007, "Invalid UTF-8")
+    # A reassembled message is checked whole: a character may be split between fragments.
+    reader = FrameReader(max_size=1000)
+    split = client_frame(Opcode.TEXT, b"\xc3", fin=False)
+    split += client_frame(Opcode.CONTINUATION, b"\xa9")
+    assert reader.feed(split) == [(Opcode.TEXT, "é".encode())]
+    cut = client_frame(Opcode.TEXT, b"a\xc3", fin=False) + client_frame(Opcode.CONTINUATION, b"b")
+    assert reader.feed(cut) == []
+    assert reader.error is not None and reader.error.code == 1007
 
 
 def test_reader_bounds_the_number_of_fragments() -> None:
@@ -162,6 +181,11 @@ def test_close_frames() -> None:
         (1005).to_bytes(2, "big"),
         (999).to_bytes(2, "big"),
         (2000).to_bytes(2, "big"),
+        (1004).to_bytes(2, "big"),
+        (1006).to_bytes(2, "big"),
+        (1015).to_bytes(2, "big"),
+        (2999).to_bytes(2, "big"),
+        (5000).to_bytes(2, "big"),
     ):
         with pytest.raises(FrameError) as error:
             parse_close(bad)
@@ -173,3 +197,10 @@ def test_close_frames() -> None:
     frame = close_frame(4000, "é" * 100)
     assert frame[0] == 0x88 and frame[1] <= 125
     assert parse_close(frame[2:]) == (4000, "é" * 61)
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1008, 1011, 1012, 1013, 1014, 3000, 4999])
+def test_registered_close_codes_are_accepted(code: int) -> None:
+    # 1012 (service restart), 1013 (try again later) and 1014 (bad gateway) are registered
+    # with IANA, and python-websockets accepts them (issue 13: they were answered 1002).
+    assert parse_close(code.to_bytes(2, "big") + b"bye") == (code, "bye")
