@@ -13,6 +13,7 @@ per socket). Permessage-deflate is never negotiated, so RSV bits are always an e
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 from enum import IntEnum
 from typing import Final
@@ -144,7 +145,7 @@ class FrameReader:
     are buffered, so a client cannot make the server hold more than that per socket.
     """
 
-    __slots__ = ("_buffer", "_fragments", "_opcode", "_size", "error", "max_size")
+    __slots__ = ("_buffer", "_fragments", "_opcode", "_size", "_utf8", "error", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
@@ -153,6 +154,9 @@ class FrameReader:
         self._fragments: list[bytes] | None = None
         self._size = 0  # of the fragments so far, with FRAME_COST each
         self._opcode = 0
+        # While a text message comes in fragments: its incremental decoder, so invalid UTF-8
+        # fails at the fragment that holds it (Autobahn 6.x "fail fast", as websockets does).
+        self._utf8: codecs.BufferedIncrementalDecoder | None = None
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """The messages completed by ``data``. After a broken frame, ``error`` is set and the
@@ -171,6 +175,7 @@ class FrameReader:
         self.error = error
         self._buffer = b""
         self._fragments = None
+        self._utf8 = None
         self._size = 0
 
     def _parse(self, data: bytes, messages: list[tuple[int, bytes]]) -> None:
@@ -221,12 +226,12 @@ class FrameReader:
                     raise FrameError(CloseCode.PROTOCOL_ERROR, "Unexpected continuation frame")
                 self._fragments.append(payload)
                 self._size += length + FRAME_COST
+                if self._utf8 is not None:
+                    _check_utf8_fragment(self._utf8, payload, bool(first & 0x80))
                 if first & 0x80:
-                    payload = b"".join(self._fragments)
-                    if self._opcode == 0x1 and not payload.isascii():
-                        _check_utf8(payload)
-                    messages.append((self._opcode, payload))
+                    messages.append((self._opcode, b"".join(self._fragments)))
                     self._fragments = None
+                    self._utf8 = None
                     self._size = 0
             elif self._fragments is not None:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, "Expected a continuation frame")
@@ -238,6 +243,9 @@ class FrameReader:
                 self._opcode = opcode
                 self._fragments = [payload]
                 self._size = length + FRAME_COST
+                if opcode == 0x1:
+                    self._utf8 = _UTF8()
+                    _check_utf8_fragment(self._utf8, payload, False)
         if pos < end:
             self._buffer = data[pos:]
 
@@ -245,6 +253,18 @@ class FrameReader:
         """A ping, pong or close frame, in the order it came; ``False`` stops reading."""
         messages.append((opcode, payload))
         return True
+
+
+_UTF8 = codecs.getincrementaldecoder("utf-8")
+
+
+def _check_utf8_fragment(
+    decoder: codecs.BufferedIncrementalDecoder, payload: bytes, final: bool
+) -> None:
+    try:
+        decoder.decode(payload, final)
+    except UnicodeDecodeError:
+        raise FrameError(CloseCode.INVALID_DATA, "Invalid UTF-8") from None
 
 
 def _check_utf8(payload: bytes) -> None:
