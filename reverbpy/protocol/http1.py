@@ -3,7 +3,7 @@
 Triggering events is what a broadcast server's HTTP API does all day, and aiohttp's per-request
 machinery (a request object, a task, routing, middlewares, a response object) costs more than
 the trigger itself. So the request head is read here, strictly: ``POST``, HTTP/1.1, an ASCII
-target without percent-escapes, one ``Content-Length``, no ``Transfer-Encoding``, ``Expect`` or
+target without percent-escapes, one ``Host``, one ``Content-Length``, no ``Transfer-Encoding``, ``Expect`` or
 ``Upgrade``, well-formed header lines. Anything else, valid or not, is left to aiohttp, whose
 parser (llhttp) has the final say: this reader only ever narrows what it accepts.
 """
@@ -82,10 +82,11 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
             if not value.isdigit() or len(value) > 12:
                 return NOT_OURS
             content_length = int(value)
-        elif name == b"connection":
-            keep_alive = b"close" not in value.lower()
+        elif name == b"connection":  # a list header: "close" in any of them closes
+            keep_alive = keep_alive and b"close" not in value.lower()
         elif name in _REFUSED_HEADERS:
             return NOT_OURS
-    if content_length < 0:
+    # HTTP/1.1 requires one Host (RFC 9112 3.2): without it, aiohttp decides.
+    if content_length < 0 or b"host" not in seen:
         return NOT_OURS
     return Head(path.decode(), query.decode(), end + 4, content_length, keep_alive)

@@ -9,8 +9,13 @@ from reverbpy.protocol.http1 import MAX_HEAD, NOT_OURS, Head, read_head
 PATHS = frozenset({b"/apps/1/events", b"/apps/1/batch_events"})
 
 
-def request(*headers: str, target: str = "/apps/1/events?auth_key=k", line: str | None = None) -> bytes:
+def request(*headers: str, target: str = "/apps/1/events?auth_key=k", line: str | None = None,
+            host: bool = True) -> bytes:
+    """A request head; with a ``Host`` unless it has one or ``host=False`` (each case below
+    is refused for its own mutation, not for a missing Host)."""
     first = line if line is not None else f"POST {target} HTTP/1.1"
+    if host and not any(h.lower().startswith("host:") for h in headers):
+        headers = ("Host: x", *headers)
     return ("\r\n".join([first, *headers]) + "\r\n\r\n").encode()
 
 
@@ -38,6 +43,7 @@ def test_connection_close_and_incomplete_heads() -> None:
         request("Content-Length: 0", target="/apps/1/%65vents"),  # escapes: aiohttp decodes
         request("Content-Length: 0", target="/apps/1/events?a=\u00e9"),
         request(),  # no Content-Length
+        request("Content-Length: 0", host=False),  # HTTP/1.1 requires a Host: aiohttp decides
         request("Content-Length: 2", "Content-Length: 2"),
         request("Content-Length: -1"),
         request("Content-Length: 2", "Transfer-Encoding: chunked"),

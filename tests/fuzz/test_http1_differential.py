@@ -1,0 +1,169 @@
+"""Differential fuzzing of the front door's request-head reader against h11.
+
+``protocol.http1.read_head`` answers a signed ``POST .../events`` itself only when the head is
+plainly valid, and hands everything else to aiohttp. The danger is a desync: a head this reader
+accepts but a trusted parser reads differently (another body length, another request
+boundary), which would let a client smuggle a request past the front door. So for generated
+heads, valid and mutated (Content-Length with Transfer-Encoding, repeated, signed, spaced or
+hexadecimal lengths, obs-fold, bare LF, NUL and control bytes, over-long heads, missing Host,
+odd methods, targets and versions, pipelined requests), whatever ``read_head`` accepts must be
+accepted by h11 as the same request: same method, target and Content-Length, the same body
+bytes, and the next request starting at the same byte. ``read_head`` never raises.
+"""
+
+from __future__ import annotations
+
+import os
+
+import h11
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reverbpy.protocol.http1 import MAX_HEAD, Head, read_head
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
+PATH = b"/apps/1/events"
+PATHS = frozenset({PATH, b"/apps/1/batch_events"})
+
+LENGTH_VALUES = st.sampled_from(
+    ["{n}"] * 12 + [ " {n} ", "0{n}", "+{n}", "-{n}", "{n},{n}", "{n}, {n}", "0x{n}",
+     "{n} {n}", "{n}.0", "", "9999999999999", "1" * 20, "{n}\x00"]
+)
+TARGETS = st.sampled_from(
+    [b"/apps/1/events?auth_key=k&auth_signature=s"] * 6 + [b"/apps/1/events", b"/apps/1/batch_events?a=b",
+     b"/apps/1/events?a=b#frag", b"/apps/1/events?q=\xc3\xa9", b"/apps/1/events?a b",
+     b"/apps/1/other", b"*", b"http://x/apps/1/events?a=1", b"/apps/1/events?a=%41"]
+)
+EXTRA_HEADERS = st.sampled_from(
+    [b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity", b"Content-Encoding: gzip",
+     b"Expect: 100-continue", b"Upgrade: websocket", b"Connection: close", b"Connection: keep-alive",
+     b"Connection: closed", b"Connection: keep-alive, close", b"X-Fold: a\r\n b",
+     b"X-Space : v", b" X-Leading: v", b"X-NoColon", b"X-Nul: a\x00b", b"X-Ctl: a\x01b",
+     b"X-Obs: caf\xe9", b"Content-Type: application/json", b"Content-Type: text/plain",
+     b"User-Agent: a", b"User-Agent: b", b"X-Long: " + b"v" * 9000, b"X:", b": novalue",
+     b"X-Tab:\tv", b"Host: other"]
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    body = draw(st.binary(max_size=30))
+    n = len(body)
+    method = draw(st.sampled_from([b"POST"] * 16 + [b"GET", b"post", b"PUT", b"POST\t"]))
+    target = draw(TARGETS)
+    version = draw(st.sampled_from([b"HTTP/1.1"] * 16 + [b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"http/1.1"]))
+    headers: list[bytes] = []
+    if draw(st.integers(0, 9)):
+        headers.append(b"Host: 127.0.0.1")
+    lengths = draw(st.lists(LENGTH_VALUES, min_size=0, max_size=2))
+    if not lengths and draw(st.booleans()):
+        lengths = ["{n}"]
+    for template in lengths:
+        declared = draw(st.sampled_from([n, n, n, max(0, n - 3), n + 5]))
+        name = draw(st.sampled_from([b"Content-Length", b"content-length", b"CONTENT-LENGTH"]))
+        headers.append(name + b": " + template.format(n=declared).encode())
+    if draw(st.integers(0, 2)) == 0:  # a third of the heads carry mutations besides the length
+        headers.extend(draw(st.lists(EXTRA_HEADERS, min_size=1, max_size=3)))
+    headers = draw(st.permutations(headers))
+    eol = draw(st.sampled_from([b"\r\n"] * 10 + [b"\n"]))
+    head = method + b" " + target + b" " + version + b"\r\n" + b"".join(h + eol for h in headers)
+    data = head + b"\r\n" + body
+    if draw(st.booleans()):  # a second request pipelined behind the first
+        data += b"GET /apps/1/channels HTTP/1.1\r\nHost: x\r\n\r\n"
+    if draw(st.integers(0, 4)) == 0:  # cut short, as a slow or a lying client would
+        return data[: draw(st.integers(0, len(data)))]
+    return data
+
+
+@st.composite
+def valid_requests(draw: st.DrawFn) -> bytes:
+    """Plain signed triggers in every spelling the fast path takes: these must be accepted."""
+    body = draw(st.binary(max_size=60))
+    target = draw(st.sampled_from([b"/apps/1/events", b"/apps/1/batch_events"]))
+    query = draw(st.from_regex(rb"\A[A-Za-z0-9_=&.-]{0,40}\Z"))
+    fields = [
+        draw(st.sampled_from([b"Host", b"host", b"HOST"])) + b":" + draw(st.sampled_from([b" ", b"", b"\t"])) + b"127.0.0.1:8080",
+        draw(st.sampled_from([b"Content-Length", b"content-length"])) + b": " + str(len(body)).encode(),
+        *draw(st.lists(st.sampled_from([b"Content-Type: application/json", b"User-Agent: pusher-http-python",
+                                        b"Accept: */*", b"Connection: keep-alive", b"Connection: close",
+                                        b"X-Request-Id: 42", b"Accept-Encoding: gzip"]), unique=True, max_size=4)),
+    ]
+    head = b"POST " + target + (b"?" + query if query else b"") + b" HTTP/1.1\r\n"
+    data = head + b"".join(f + b"\r\n" for f in draw(st.permutations(fields))) + b"\r\n" + body
+    if draw(st.booleans()):
+        data += b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    return data
+
+
+def h11_reads(data: bytes, head: Head) -> None:
+    """h11 must see the very request ``read_head`` accepted, with the same body and boundary."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    request = conn.next_event()
+    assert isinstance(request, h11.Request), f"h11 refused what read_head accepted: {request!r}"
+    assert request.method == b"POST"
+    assert request.target == (head.path + ("?" + head.query if head.query else "")).encode() or (
+        request.target.endswith(b"?") and not head.query
+    )
+    lengths = {int(v) for k, v in request.headers if k == b"content-length"}
+    assert lengths == {head.content_length}
+    body = b""
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Data):
+            body += event.data
+        elif event is h11.NEED_DATA:
+            break
+        else:
+            assert isinstance(event, h11.EndOfMessage)
+            break
+    expected = data[head.body_start : head.body_start + head.content_length]
+    assert body == expected
+    closes = any(k == b"connection" and b"close" in v.split(b",") for k, v in request.headers)
+    if closes:
+        assert not head.keep_alive
+
+
+def check(data: bytes) -> None:
+    result = read_head(data, PATHS)
+    if result is None:
+        assert b"\r\n\r\n" not in data[:MAX_HEAD] and len(data) < MAX_HEAD
+    elif isinstance(result, Head):
+        h11_reads(data, result)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests())
+def test_read_head_never_accepts_what_h11_reads_otherwise(data: bytes) -> None:
+    check(data)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_requests())
+def test_plain_triggers_are_taken_and_read_as_h11_reads_them(data: bytes) -> None:
+    result = read_head(data, PATHS)
+    assert isinstance(result, Head)
+    h11_reads(data, result)
+
+
+@settings(max_examples=EXAMPLES // 3, deadline=None)
+@given(st.binary(max_size=200))
+def test_read_head_survives_any_bytes(data: bytes) -> None:
+    check(b"POST " + PATH + b" HTTP/1.1\r\n" + data)
+    check(data)
+
+
+def test_the_issue_13_heads_are_never_ours() -> None:
+    """The malformed heads of the issue's probe: each one is for aiohttp (it answers 400)."""
+    base = b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\n"
+    for extra in (
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Content-Length: 5\r\nContent-Length: 5\r\n",
+        b"Content-Length: 5\r\nX-Fold: a\r\n b\r\n",
+        b"Content-Length: 5\r\nX-Nul: \x00\r\n",
+        b"Content-Length: 5\r\nX-Big: " + b"a" * 100_000 + b"\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 5\nX-Bare-LF: 1\r\n",
+    ):
+        result = read_head(base + extra + b"\r\nhello", PATHS)
+        assert not isinstance(result, Head), extra[:40]
