@@ -9,7 +9,7 @@ on the fields as plain ``annotated-types`` metadata, which that validation enfor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, Protocol, TypeVar
 
 from annotated_types import Ge, Gt
 
@@ -151,6 +151,21 @@ class AppConfig:
 
     def __repr__(self) -> str:
         return f"AppConfig(id={self.id!r}, key={self.key!r}, secret=Secret('**********'))"
+
+
+class AppSource(Protocol):
+    """Where a socket reads its app's settings: ``registry.AppState``, whose ``app`` a reload
+    swaps for the new one. Nothing keeps a copy, so one swap reaches every socket at once."""
+
+    @property
+    def app(self) -> AppConfig: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedApp:
+    """An ``AppSource`` that never changes (tests, one-off tools)."""
+
+    app: AppConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,7 @@ class Connection(Peer, asyncio.Protocol):
         listener: Listener,
         now: float,
     ) -> None:
-        Peer.__init__(self, socket_id, state.app, session, outbox, now)
+        Peer.__init__(self, socket_id, state, session, outbox, now)
         self.state = state
         self._transport = transport
         self._listener = listener
@@ -338,7 +338,7 @@ class Connection(Peer, asyncio.Protocol):
         self._finish()
 
     def __repr__(self) -> str:
-        return f"Connection({self.socket_id!r}, app={self.app.id!r})"
+        return f"Connection({self.socket_id!r}, app={self.app_id!r})"
 
 
 class Refused(asyncio.Protocol):

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from reverbpy.config import AppConfig
+from reverbpy.config import AppConfig, AppSource
 from reverbpy.protocol import messages
 from reverbpy.protocol.frames import text_frame
 from reverbpy.protocol.session import Session
@@ -36,7 +36,8 @@ class Peer:
     __slots__ = (
         "_outbox",
         "_pending",
-        "app",
+        "_source",
+        "app_id",
         "closed",
         "connected_at",
         "last_seen",
@@ -46,10 +47,12 @@ class Peer:
     )
 
     def __init__(
-        self, socket_id: str, app: AppConfig, session: Session, outbox: Outbox, now: float
+        self, socket_id: str, source: AppSource, session: Session, outbox: Outbox, now: float
     ) -> None:
         self.socket_id = socket_id
-        self.app = app
+        self._source = source
+        self.app_id = source.app.id
+        """An app's id never changes (a reload keeps the state of the ids that stay)."""
         self.session = session
         self._outbox = outbox
         self._pending: list[bytes] = []
@@ -57,6 +60,11 @@ class Peer:
         self.last_seen = now
         self.connected_at = now
         self.pinged_at: float | None = None
+
+    @property
+    def app(self) -> AppConfig:
+        """The app's current settings (read through its source: a reload applies at once)."""
+        return self._source.app
 
     def queue(self, frame: bytes) -> None:
         """Queue a complete WebSocket frame (see ``broadcast``)."""
@@ -68,7 +76,7 @@ class Peer:
 
     def send(self, payload: bytes) -> None:
         """Queue one JSON message for this socket only."""
-        WIRE.count_out(self.app.id, 1, len(payload))
+        WIRE.count_out(self.app_id, 1, len(payload))
         self.queue(text_frame(payload))
 
     def fail(self, code: int, reason: str) -> None:
@@ -118,7 +126,7 @@ class Outbox:
         for conn in dirty:
             if conn.flush() > limit:
                 self.slow_consumers += 1
-                log.warning("dropping slow consumer %s (%s)", conn.socket_id, conn.app.id)
+                log.warning("dropping slow consumer %s (%s)", conn.socket_id, conn.app_id)
                 conn.abort()
 
 
@@ -143,6 +151,6 @@ def broadcast(
         sent += 1
         last = conn
     if last is not None:
-        WIRE.count_out(last.app.id, sent, sent * len(payload))
+        WIRE.count_out(last.app_id, sent, sent * len(payload))
     WIRE.broadcast(sent)
     return sent

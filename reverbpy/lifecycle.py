@@ -40,7 +40,7 @@ from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, TRIGGERS, FrontDoor, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
 from reverbpy.liveness import close_all
-from reverbpy.metrics import METRICS, Metrics, http_metrics
+from reverbpy.metrics import METRICS, Metrics
 from reverbpy.protocol.errors import ErrorCode
 from reverbpy.proxies import forwarded_for
 from reverbpy.readiness import Readiness
@@ -96,13 +96,6 @@ def reload_apps(app: web.Application, apps: tuple[AppConfig, ...]) -> dict[str, 
     closed = _close(removed, "Application removed")
     disabled = [s for s in registry.apps.values() if not s.app.enabled]
     closed += _close(disabled, "Application disabled")
-    for state in registry.apps.values():
-        for conn in state.connections.values():
-            if conn.app is not state.app:
-                conn.app = state.app
-                conn.session.app = state.app
-                # Re-derive what the session computed from its app (the client-event limiter).
-                conn.session.__post_init__()
     logs.SECRETS.set(
         {a.secret.reveal() for a in apps}
         | {a.secret.reveal() for a in before.values()}
@@ -245,7 +238,7 @@ def install(app: web.Application, outbox: Outbox) -> None:
     app.router.add_get(f"{config.path}/ready", ready)
     if config.metrics_port is None:
         app.router.add_get(f"{config.path}/metrics", app[METRICS].handle)
-    outer: list[Middleware] = [http_metrics(hub, config.path)]
+    outer: list[Middleware] = []
     if config.trusted_proxies:
         outer.append(forwarded_for(config.trusted_proxies))
     outer.append(refuse_while_draining(readiness))

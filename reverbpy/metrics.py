@@ -8,7 +8,8 @@ scrapes, by ``HubCollector``. ``prometheus-client`` only renders the text format
 
 Labels: ``app`` is the app id (the only per-app label; never a key, secret or user id),
 ``type`` a channel type, ``code`` a WebSocket close code, ``endpoint`` an HTTP API route
-pattern (``/apps/{app_id}/events``), ``status`` an HTTP status.
+pattern (``/apps/{app_id}/events``, from ``protocol.api.ROUTES``), ``status`` an HTTP status.
+HTTP API requests are counted by ``http_api.service.HttpApi.record``, for both transports.
 
 Other components add their own series with ``app[METRICS].registry.register(collector)``
 (the Redis adapter's state and publish latency belong there).
@@ -17,12 +18,10 @@ Other components add their own series with ``app[METRICS].registry.register(coll
 from __future__ import annotations
 
 import hmac
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -245,42 +244,3 @@ class Metrics:
 
 
 METRICS = web.AppKey("metrics", Metrics)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def http_metrics(hub: Hub, prefix: str) -> Middleware:
-    """Outermost middleware: counts HTTP API requests by route pattern, app and final status.
-
-    Not a coroutine itself: other routes get their handler's awaitable back untouched, and
-    only API requests pay for the timing frame.
-    """
-
-    async def timed(request: web.Request, handler: Handler, endpoint: str) -> web.StreamResponse:
-        app_id = request.match_info.get("app_id", "")
-        if hub.registry.by_id(app_id) is None:
-            app_id = "unknown"  # never let a client invent label values
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            WIRE.http(endpoint, app_id, status, time.perf_counter() - start)
-
-    @web.middleware
-    def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
-        resource = request.match_info.route.resource
-        endpoint = resource.canonical if resource is not None else ""
-        if "/apps/" not in endpoint:
-            return handler(request)
-        if prefix and endpoint.startswith(prefix):
-            endpoint = endpoint[len(prefix) :]
-        return timed(request, handler, endpoint)
-
-    return middleware

@@ -16,8 +16,9 @@ from reverbpy.connection import wait_closed
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import TRIGGERS, Triggers
 from reverbpy.http_api.keys import CONFIG, HUB
-from reverbpy.http_api.middleware import json_errors, signed_api
+from reverbpy.http_api.middleware import json_errors
 from reverbpy.http_api.routes import routes
+from reverbpy.http_api.service import HttpApi
 from reverbpy.hub import Hub
 from reverbpy.lifecycle import READINESS
 from reverbpy.lifecycle import install as install_operations
@@ -95,9 +96,7 @@ async def _adapter(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: ServerConfig) -> web.Application:
-    app = web.Application(
-        middlewares=[json_errors, signed_api], client_max_size=config.max_request_size
-    )
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_request_size)
     webhooks = Webhooks()
     hub = Hub(Registry(config.apps), webhooks, create_adapter(config))
     outbox = Outbox(config.max_write_buffer)
@@ -105,8 +104,9 @@ def create_app(config: ServerConfig) -> web.Application:
     app[HUB] = hub
     app[OUTBOX] = outbox
     app[WEBHOOKS] = webhooks
-    app[TRIGGERS] = Triggers(hub, config)
-    app.add_routes(routes(config.path, WebSocketHandler(hub, outbox)))
+    http_api = HttpApi(hub, config)
+    app[TRIGGERS] = Triggers(http_api)
+    app.add_routes(routes(http_api, WebSocketHandler(hub, outbox)))
     app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_adapter)
     app.cleanup_ctx.append(_heartbeat)

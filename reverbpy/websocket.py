@@ -169,7 +169,7 @@ class WebSocketHandler:
             return _Detached(status=101)
         socket_id = new_socket_id()
         now = time.monotonic()
-        session = Session(state.app, socket_id, time.monotonic)
+        session = Session(state, socket_id, time.monotonic)
         conn = Connection(socket_id, state, transport, self.outbox, session, self, now)
         self.hub.connect(state, conn)
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from reverbpy import logs
-from reverbpy.config import AppConfig
 from reverbpy.protocol import messages
 from reverbpy.protocol.errors import ErrorCode
 
@@ -28,7 +27,7 @@ class Socket(Protocol):
     def socket_id(self) -> str: ...
 
     @property
-    def app(self) -> AppConfig: ...
+    def app_id(self) -> str: ...
 
 
 log = logging.getLogger("reverbpy.frames")
@@ -101,20 +100,20 @@ class Wire:
     # --- WebSocket side (websocket.py, connection.py, dispatch.py) ------------------------
 
     def connected(self, conn: Socket, remote: str | None) -> None:
-        self.connections[conn.app.id] += 1
+        self.connections[conn.app_id] += 1
         if self.debug:
-            extra = {"app_id": conn.app.id, "socket_id": conn.socket_id, "remote": remote}
+            extra = {"app_id": conn.app_id, "socket_id": conn.socket_id, "remote": remote}
             log.debug("connected", extra=extra)
 
     def disconnected(self, conn: Socket, code: int | None) -> None:
-        self.disconnections[conn.app.id, str(code if code is not None else 1006)] += 1
+        self.disconnections[conn.app_id, str(code if code is not None else 1006)] += 1
         if self.debug:
             log.debug(
-                "closed", extra={"app_id": conn.app.id, "socket_id": conn.socket_id, "code": code}
+                "closed", extra={"app_id": conn.app_id, "socket_id": conn.socket_id, "code": code}
             )
 
     def received(self, conn: Socket, payload: bytes) -> None:
-        app_id = conn.app.id
+        app_id = conn.app_id
         self.messages_in[app_id] += 1
         self.bytes_in[app_id] += len(payload)
         if self.debug:
@@ -123,7 +122,7 @@ class Wire:
 
     def replied(self, conn: Socket, frame: bytes) -> None:
         if frame == CLIENT_RATE_LIMITED:
-            self.rate_limited[conn.app.id, "client_event"] += 1
+            self.rate_limited[conn.app_id, "client_event"] += 1
 
     def count_out(self, app_id: str, messages: int, size: int) -> None:
         """Messages and bytes sent: counted once per broadcast, not once per subscriber."""
@@ -133,7 +132,7 @@ class Wire:
     def sent(self, conn: Socket, frames: list[bytes]) -> None:
         """With --debug only: log each frame of one ``transport.write``."""
         if self.debug:
-            extra = {"app_id": conn.app.id, "socket_id": conn.socket_id}
+            extra = {"app_id": conn.app_id, "socket_id": conn.socket_id}
             for frame in frames:
                 log.debug("out %s", logs.mask_frame(logs.frame_payload(frame)), extra=extra)
 

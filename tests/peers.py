@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from reverbpy.config import AppConfig, Secret
+from reverbpy.config import AppConfig, FixedApp, Secret
 from reverbpy.dispatch import Outbox, Peer
 from reverbpy.protocol.session import Session
 
@@ -19,7 +19,8 @@ class RecordingPeer(Peer):
     __slots__ = ("closed_with", "frames")
 
     def __init__(self, socket_id: str, outbox: Outbox, app: AppConfig = APP) -> None:
-        super().__init__(socket_id, app, Session(app, socket_id, lambda: 0.0), outbox, 0.0)
+        source = FixedApp(app)
+        super().__init__(socket_id, source, Session(source, socket_id, lambda: 0.0), outbox, 0.0)
         self.frames: list[bytes] = []
         self.closed_with: tuple[int, str] | None = None
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from reverbpy.config import AppConfig, Secret
+from reverbpy.config import AppConfig, FixedApp, Secret
 from reverbpy.connection import Connection, Pending
 from reverbpy.dispatch import Outbox
 from reverbpy.protocol.frames import Opcode, close_frame, control_frame, parse_close
@@ -86,7 +86,7 @@ class Listener:
 def connect(outbox: Outbox | None = None) -> tuple[Connection, Transport, Listener]:
     transport, listener = Transport(), Listener()
     t: Any = transport
-    session = Session(APP, "1.1", lambda: 0.0)
+    session = Session(FixedApp(APP), "1.1", lambda: 0.0)
     conn = Connection("1.1", AppState(APP), t, outbox or Outbox(1 << 20), session, listener, 0.0)
     conn.start(b"")
     return conn, transport, listener

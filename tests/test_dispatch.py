@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from reverbpy.config import AppConfig, Secret
+from reverbpy.config import AppConfig, FixedApp, Secret
 from reverbpy.connection import Connection
 from reverbpy.dispatch import Outbox, broadcast
 from reverbpy.protocol.frames import text_frame
@@ -38,7 +38,7 @@ class RecordingTransport:
 
 
 def make_conn(outbox: Outbox, socket_id: str, transport: RecordingTransport) -> Connection:
-    session = Session(APP, socket_id, lambda: 0.0)
+    session = Session(FixedApp(APP), socket_id, lambda: 0.0)
     listener: Any = None
     t: Any = transport
     return Connection(socket_id, AppState(APP), t, outbox, session, listener, 0.0)

@@ -1,8 +1,14 @@
-"""The front door's timers and shutdown, with a recording transport and a fake clock."""
+"""The front door with a recording transport: answers, metrics, per-server state, timers and
+shutdown (with a fake clock)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import time
 from typing import Any
+
+import orjson
 
 from reverbpy.config import AppConfig, Secret, ServerConfig
 from reverbpy.http_api.front import (
@@ -12,7 +18,9 @@ from reverbpy.http_api.front import (
     FrontDoor,
     Triggers,
 )
+from reverbpy.protocol.auth import sign_request
 from reverbpy.server import create_app
+from reverbpy.wire import WIRE
 
 
 class Transport:
@@ -29,15 +37,81 @@ class Transport:
     def close(self) -> None:
         self.closed = True
 
+    def pause_reading(self) -> None:
+        pass
 
-def door() -> tuple[FrontDoor, Triggers, Transport]:
-    config = ServerConfig(apps=(AppConfig(id="1", key="k", secret=Secret("s")),))
+    def resume_reading(self) -> None:
+        pass
+
+
+def door(secret: str = "s") -> tuple[FrontDoor, Triggers, Transport]:
+    config = ServerConfig(apps=(AppConfig(id="1", key="k", secret=Secret(secret)),))
     triggers = create_app(config)[TRIGGERS]
+    return open_door(triggers)
+
+
+def open_door(triggers: Triggers) -> tuple[FrontDoor, Triggers, Transport]:
     d = FrontDoor(triggers, lambda: None)  # type: ignore[arg-type,return-value]
     transport = Transport()
     t: Any = transport
     d.connection_made(t)
     return d, triggers, transport
+
+
+def trigger(body: bytes = b'{"name":"e","channel":"c","data":"d"}', *, secret: str = "s", path: str = "/apps/1/events") -> bytes:
+    params = {"auth_key": "k", "auth_timestamp": str(int(time.time())), "auth_version": "1.0", "body_md5": hashlib.md5(body).hexdigest()}
+    query = "&".join(f"{k}={v}" for k, v in params.items()) + "&auth_signature=" + sign_request("POST", path, params, secret)
+    return f"POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def answers(transport: Transport) -> list[tuple[int, object]]:
+    out = []
+    for raw in transport.writes:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        out.append((int(head.split(b" ")[1]), orjson.loads(body)))
+    return out
+
+
+def test_a_trigger_is_answered_and_counted_by_its_route_pattern() -> None:
+    d, _, transport = door()
+    before = WIRE.http_requests["/apps/{app_id}/events", "1", "200"]
+    d.data_received(trigger() + trigger())  # pipelined
+    assert answers(transport) == [(200, {}), (200, {})]
+    assert WIRE.http_requests["/apps/{app_id}/events", "1", "200"] == before + 2
+    assert not transport.closed
+
+
+def test_an_app_removed_since_the_routes_were_made_gets_the_one_404() -> None:
+    d, triggers, transport = door()
+    triggers.api.hub.registry.reload(())  # without ``refresh``: the path is still the door's
+    before = WIRE.http_requests["/apps/{app_id}/events", "unknown", "404"]
+    d.data_received(trigger())
+    assert answers(transport) == [(404, {"error": "No matching application for ID [1]."})]
+    assert WIRE.http_requests["/apps/{app_id}/events", "unknown", "404"] == before + 1
+
+
+def test_servers_in_one_process_keep_their_own_apps_and_pending_answers() -> None:
+    """Two servers with the same app id and different secrets: nothing is shared."""
+    a, a_triggers, a_transport = door(secret="secret-a")
+    b, b_triggers, b_transport = door(secret="secret-b")
+    for _ in range(2):  # interleaved: no cache of one server serves the other
+        a.data_received(trigger(secret="secret-a"))
+        b.data_received(trigger(secret="secret-a"))
+    assert [s for s, _ in answers(a_transport)] == [200, 200]
+    assert [s for s, _ in answers(b_transport)] == [401, 401]
+
+
+async def test_an_answer_awaiting_channel_info_is_drained_by_its_own_server_only() -> None:
+    a, a_triggers, a_transport = door()
+    _, b_triggers, _ = door()
+    body = b'{"name":"e","channel":"c","data":"d","info":"subscription_count"}'
+    a.data_received(trigger(body) + trigger())  # the second waits for the first's answer
+    assert a_transport.writes == []
+    await b_triggers.drained(0)  # nothing of b's to wait for
+    assert a_transport.writes == []
+    await a_triggers.drained(1)
+    await asyncio.sleep(0)  # the answer is written by the task's done callback
+    assert answers(a_transport) == [(200, {"channels": {"c": {"subscription_count": 0}}}), (200, {})]
 
 
 def test_a_trickled_request_expires_from_its_first_byte() -> None:
@@ -63,7 +137,7 @@ def test_shutdown_closes_idle_connections_and_lets_a_request_finish() -> None:
     busy_transport = Transport()
     t: Any = busy_transport
     busy.connection_made(t)
-    busy.data_received(b"POST /apps/1/events HTTP/1.1\r\nContent-Length: 2\r\n\r\n")  # body to come
+    busy.data_received(b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")  # body to come
     triggers.shut_down()
     assert idle_transport.closed and not busy_transport.closed
     busy.data_received(b"{}")  # unsigned: 401, then the connection closes

@@ -1,11 +1,12 @@
 """Every accepted TCP connection starts here; triggers are answered here, the rest by aiohttp.
 
 A ``FrontDoor`` answers signed ``POST .../events`` and ``.../batch_events`` requests itself
-(``protocol.http1`` reads their heads) with the same checks, answers and metrics as the
-aiohttp routes: the app, the signature (``check_signature``), validation and publishing
-(``events.publish``). The first request of any other kind, valid or not, hands the connection
-to aiohttp for good, with every byte from that request's first one: WebSocket upgrades,
-queries, the health route, oversized bodies (aiohttp answers 413), anything unusual.
+(``protocol.http1`` reads their heads; the routes are those of ``protocol.api.ROUTES`` marked
+``fast``) with the very rules, answers and metrics of the aiohttp routes: the app lookup of
+``HttpApi``, then ``protocol.api.handle_trigger``. The first request of any other kind, valid
+or not, hands the connection to aiohttp for good, with every byte from that request's first
+one: WebSocket upgrades, queries, the health route, oversized or compressed bodies (aiohttp
+answers 413, or decodes them), anything unusual.
 
 Measured with the bench's 0-subscriber trigger scenario (``bench/RESULTS.md``): aiohttp's
 request machinery alone (routing, a request object and a task per request, middlewares, a
@@ -24,14 +25,21 @@ from typing import Any, cast
 import orjson
 from aiohttp import web
 
-from reverbpy.config import ServerConfig
-from reverbpy.http_api.errors import ApiError
-from reverbpy.http_api.events import Event, answer, publish, wants_info
-from reverbpy.http_api.middleware import check_signature
-from reverbpy.hub import Hub
+from reverbpy.http_api.events import info_answer
+from reverbpy.http_api.service import UNKNOWN, HttpApi, ServedApp
+from reverbpy.protocol.api import (
+    BATCH_EVENTS,
+    INTERNAL_ERROR,
+    OK,
+    Answer,
+    ApiError,
+    Event,
+    Route,
+    fast_paths,
+    handle_trigger,
+    signed_paths,
+)
 from reverbpy.protocol.http1 import Head, NotOurs, read_head
-from reverbpy.registry import AppState
-from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.http_api")
 
@@ -39,30 +47,17 @@ log = logging.getLogger("reverbpy.http_api")
 # any proxy in front, so the proxy, not the server, closes an idle upstream connection.
 KEEPALIVE_TIMEOUT = 3630.0
 REQUEST_TIMEOUT = 60.0  # from a request's first byte to its last (a trickled head or body)
-Answer = tuple[int, bytes]
-INTERNAL_ERROR: Answer = (500, b'{"error":"Internal Server Error"}')
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
             404: b"Not Found", 413: b"Payload Too Large", 429: b"Too Many Requests",
             500: b"Internal Server Error"}  # fmt: skip
-_date: tuple[int, bytes] = (0, b"")
-_waiting: set[asyncio.Task[Answer]] = set()
 
 
-def _http_date() -> bytes:
-    """The ``Date`` header value, formatted once a second."""
-    global _date
-    now = int(time.time())
-    if _date[0] != now:
-        _date = (now, formatdate(now, usegmt=True).encode())
-    return _date[1]
-
-
-def response(status: int, body: bytes, keep_alive: bool) -> bytes:
+def response(status: int, body: bytes, keep_alive: bool, date: bytes) -> bytes:
     return b"".join(
         (
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
             b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body),
-            b"Date: " + _http_date() + b"\r\nServer: reverbpy\r\n",
+            b"Date: " + date + b"\r\nServer: reverbpy\r\n",
             b"" if keep_alive else b"Connection: close\r\n",
             b"\r\n",
             body,
@@ -71,63 +66,78 @@ def response(status: int, body: bytes, keep_alive: bool) -> bytes:
 
 
 class Triggers:
-    """The trigger routes without aiohttp, and the connections currently using them."""
+    """The front door of one server: its routes, its connections and their pending answers."""
 
-    def __init__(self, hub: Hub, config: ServerConfig) -> None:
-        self.hub = hub
-        self.prefix = config.path
-        self.max_request_size = config.max_request_size
+    def __init__(self, api: HttpApi) -> None:
+        self.api = api
+        self.max_request_size = api.max_request_size
         self.doors: set[FrontDoor] = set()
         self.stopping = False
-        self._routes: dict[str, tuple[str, bool]] = {}
+        self._waiting: set[asyncio.Task[Answer]] = set()
+        self._routes: dict[str, tuple[Route, str, tuple[str, ...]]] = {}
         self._app_ids: frozenset[str] = frozenset()
         self.paths: frozenset[bytes] = frozenset()
+        self._second = -1  # the ``Date`` header and the plain ``{}`` answer, made once a second
+        self._date = b""
+        self._ok = b""
         self.refresh()
 
     def refresh(self) -> None:
         """Follow the registry's app ids (a reload can add or remove apps)."""
-        ids = frozenset(self.hub.registry.apps)
+        self.api.refresh()
+        ids = frozenset(self.api.hub.registry.apps)
         if ids == self._app_ids:
             return
         self._app_ids = ids
+        prefix = self.api.prefix
         self._routes = {
-            f"{self.prefix}/apps/{app_id}/{name}": (app_id, name == "batch_events")
-            for app_id in ids
-            for name in ("events", "batch_events")
+            path: (route, app_id, signed_paths(prefix, path))
+            for path, (route, app_id) in fast_paths(prefix, ids).items()
         }
         self.paths = frozenset(p.encode() for p in self._routes)
 
     def handle(self, head: Head, body: bytes) -> Answer | Coroutine[Any, Any, Answer]:
-        app_id, batch = self._routes[head.path]
-        endpoint = "/apps/{app_id}/batch_events" if batch else "/apps/{app_id}/events"
+        route, app_id, paths = self._routes[head.path]
+        api = self.api
         start = time.perf_counter()
-        state = self.hub.registry.by_id(app_id)
         try:
-            if state is None:  # removed by a reload since ``refresh``
-                raise ApiError(404, f"No matching application for ID [{app_id}].")
-            check_signature(state.app, self.prefix, "POST", head.path, head.query, body)
-            events = publish(self.hub, state, body, batch=batch)
-            if wants_info(events):
-                return self._with_info(state, events, batch, endpoint, start)
-            result: Answer = (200, b"{}")
+            app = api.lookup(app_id)  # 404 if a reload removed it since ``refresh``
+            result = handle_trigger(
+                app, batch=route is BATCH_EVENTS, paths=paths, query=head.query, body=body,
+                now=time.time(), tick=time.monotonic(),
+            )  # fmt: skip
         except ApiError as exc:
-            result = (exc.status, orjson.dumps({"error": exc.message}))
+            api.record(route, UNKNOWN, exc.status, start)
+            return exc.answer()
         except Exception:
-            log.exception("error handling %s", endpoint)
+            log.exception("error handling %s", route.pattern)
             result = INTERNAL_ERROR
-        WIRE.http(endpoint, app_id if state is not None else "unknown", result[0],
-                  time.perf_counter() - start)  # fmt: skip
+        if isinstance(result, list):
+            return self._with_info(app, route, result, start)
+        api.record(route, app_id, result[0], start)
         return result
 
     async def _with_info(
-        self, state: AppState, events: list[Event], batch: bool, endpoint: str, start: float
+        self, app: ServedApp, route: Route, events: list[Event], start: float
     ) -> Answer:
         status, body = INTERNAL_ERROR
         try:
-            status, body = 200, orjson.dumps(await answer(self.hub, state, events, batch=batch))
+            answer = await info_answer(self.api.hub, app.state, events, batch=route is BATCH_EVENTS)
+            status, body = 200, orjson.dumps(answer)
         finally:
-            WIRE.http(endpoint, state.app.id, status, time.perf_counter() - start)
+            self.api.record(route, app.app.id, status, start)
         return status, body
+
+    def response(self, answer: Answer, keep_alive: bool) -> bytes:
+        """The bytes of an answer; the plain ``{}`` of a kept-alive trigger is made once a second."""
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._date = formatdate(now, usegmt=True).encode()
+            self._ok = response(*OK, True, self._date)
+        if answer is OK and keep_alive:
+            return self._ok
+        return response(answer[0], answer[1], keep_alive, self._date)
 
     def sweep(self, now: float) -> None:
         """Close connections idle past ``KEEPALIVE_TIMEOUT``, or that take longer than
@@ -143,10 +153,17 @@ class Triggers:
             if door.idle:
                 door.close()
 
+    def wait_for(self, pending: Coroutine[Any, Any, Answer]) -> asyncio.Task[Answer]:
+        """Run an answer that awaits the cluster; ``drained`` waits for it."""
+        task = asyncio.ensure_future(pending)
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+        return task
+
     async def drained(self, within: float) -> None:
         """Wait, bounded, for the answers still awaiting the cluster."""
-        if _waiting:
-            await asyncio.wait(list(_waiting), timeout=within)
+        if self._waiting:
+            await asyncio.wait(list(self._waiting), timeout=within)
 
 
 TRIGGERS = web.AppKey("triggers", Triggers)
@@ -248,7 +265,7 @@ class FrontDoor(asyncio.Protocol):
         if self._transport.is_closing():  # the client left while its answer was awaited
             return
         keep_alive = keep_alive and result[0] < 500
-        self._transport.write(response(result[0], result[1], keep_alive))
+        self._transport.write(self._triggers.response(result, keep_alive))
         if not keep_alive:
             self._transport.close()
 
@@ -268,10 +285,7 @@ class FrontDoor(asyncio.Protocol):
                 self._transport.resume_reading()
                 self._serve()
 
-        task = asyncio.ensure_future(pending)
-        _waiting.add(task)
-        task.add_done_callback(_waiting.discard)
-        task.add_done_callback(done)
+        self._triggers.wait_for(pending).add_done_callback(done)
 
     def _hand_off(self) -> None:
         """From this request on, the connection is aiohttp's."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from reverbpy.config import AppConfig
+from reverbpy.config import AppConfig, AppSource
 from reverbpy.protocol import messages
 from reverbpy.protocol.auth import verify_channel_auth, verify_user_auth
 from reverbpy.protocol.channels import (
@@ -90,7 +90,8 @@ class SignedInUser:
 
 @dataclass(slots=True)
 class Session:
-    app: AppConfig
+    source: AppSource
+    """The app's settings are read through it at each message, so a reload applies at once."""
     socket_id: str
     clock: Callable[[], float]
     subscriptions: dict[str, Member | None] = field(default_factory=dict)
@@ -103,7 +104,11 @@ class Session:
     _frame_size: int = 0
 
     def __post_init__(self) -> None:
-        self._client_events = PerSecond(self.app.client_event_rate)
+        self._client_events = PerSecond(None)
+
+    @property
+    def app(self) -> AppConfig:
+        return self.source.app
 
     def receive(self, text: str | bytes) -> list[Action]:
         # UTF-8 size of the frame (isascii is a fast scan; encoding only when it must)
@@ -215,13 +220,14 @@ class Session:
     # --- client events --------------------------------------------------------------------
 
     def _client_event(self, msg: messages.ClientEvent) -> list[Action]:
-        if self.app.accept_client_events_from == "none":
+        app = self.source.app
+        if app.accept_client_events_from == "none":
             raise PusherError(
                 ErrorCode.RATE_LIMITED, "The app does not have client messaging enabled."
             )
         if not msg.event.startswith("client-"):
             raise invalid_message("Client event names must start with client-")
-        if len(msg.event) > self.app.max_event_name_length:
+        if len(msg.event) > app.max_event_name_length:
             raise PusherError(ErrorCode.RATE_LIMITED, "Event name too long")
         kind = channel_kind(msg.channel)
         if not kind.accepts_client_events:
@@ -230,11 +236,11 @@ class Session:
                 "Client events are only allowed on private and presence channels",
             )
         subscribed = msg.channel in self.subscriptions
-        if not subscribed and self.app.accept_client_events_from == "members":
+        if not subscribed and app.accept_client_events_from == "members":
             raise PusherError(
                 ErrorCode.UNAUTHORIZED, "The client is not a member of the specified channel."
             )
-        limit = self.app.max_event_payload
+        limit = app.max_event_payload
         # The frame bounds the data's size: only a frame over the limit needs measuring.
         if (
             self._frame_size > limit
@@ -242,7 +248,9 @@ class Session:
             and len(orjson.dumps(msg.data)) > limit
         ):
             raise PusherError(ErrorCode.RATE_LIMITED, "Client event payload too large")
-        if not self._client_events.allow(self.clock()):
+        limiter = self._client_events
+        limiter.limit = app.client_event_rate
+        if not limiter.allow(self.clock()):
             raise PusherError(ErrorCode.RATE_LIMITED, "Client event rejected due to rate limit")
         member = self.subscriptions.get(msg.channel)
         return [Whisper(msg.channel, msg.event, msg.data, member.user_id if member else None)]

@@ -4,6 +4,7 @@ hand-off to aiohttp mid-connection, bodies in pieces, ``Connection: close``, inf
 from __future__ import annotations
 
 import asyncio
+import re
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -107,3 +108,42 @@ async def test_refusals_are_json(shared_server: ServerProcess) -> None:
     status, _, body = await read_response(reader)
     assert status == 413 and isinstance(body, dict) and "error" in body
     writer.close()
+
+
+def chunked(request: bytes) -> bytes:
+    """The same request with its body chunked: a shape the front door leaves to aiohttp."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    head = re.sub(rb"Content-Length: \d+\r\n", b"Transfer-Encoding: chunked\r\n", head + b"\r\n")
+    return head + b"\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+
+
+def requests_counted(metrics: str, app: str, status: str) -> float:
+    wanted = {"endpoint": "/apps/{app_id}/events", "app": app, "status": status}
+    for line in metrics.splitlines():
+        if line.startswith("reverbpy_http_requests_total{"):
+            series, _, value = line.rpartition(" ")
+            if dict(re.findall(r'(\w+)="([^"]*)"', series)) == wanted:
+                return float(value)
+    return 0.0
+
+
+async def test_both_transports_answer_and_count_alike(http: aiohttp.ClientSession, shared_server: ServerProcess) -> None:
+    server = shared_server
+    cases = [
+        signed(server, "POST", "/events", event("front-same", "x")),
+        signed(server, "POST", "/events", b"{not json"),
+        signed(server, "POST", "/events", event("front-same", "x"), secret="wrong"),
+    ]
+    before = await (await http.get(f"{server.http_url}/metrics")).text()
+    for request in cases:
+        answers = []
+        for shape in (request, chunked(request)):  # the front door's, then aiohttp's
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(shape)
+            status, headers, body = await read_response(reader)
+            answers.append((status, headers["content-type"], body))
+            writer.close()
+        assert answers[0] == answers[1], answers
+    after = await (await http.get(f"{server.http_url}/metrics")).text()
+    for status in ("200", "400", "401"):
+        assert requests_counted(after, server.app_id, status) - requests_counted(before, server.app_id, status) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -161,3 +162,33 @@ async def test_health(http: aiohttp.ClientSession, shared_server: ServerProcess)
     async with http.get(f"{shared_server.http_url}/up") as r:
         assert r.status == 200
         assert await r.read() == b'{"health":"OK"}'
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/events"), ("GET", "/channels")])
+async def test_a_body_that_does_not_decode_is_refused_with_json(http: aiohttp.ClientSession, shared_server: ServerProcess, method: str, path: str) -> None:
+    """Issue 13: ``Content-Encoding: gzip`` on a body that is not gzip. Unsigned, it is refused
+    for its signature before the body is looked at; signed, for its body; never a 500."""
+    server, garbage = shared_server, b'{"name":"e","channel":"c","data":"not gzip"}'
+    full_path = f"/apps/{server.app_id}{path}"
+    log_before = len(server.log())
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    for url, status, message in [
+        (f"{server.http_url}{full_path}", 401, "Missing auth_key parameter"),
+        (signed_url(server, method, full_path, garbage), 400, "Request body could not be decoded"),
+        (signed_url(server, method, full_path, garbage, secret="wrong"), 401, "Invalid signature"),
+    ]:
+        async with http.request(method, url, data=garbage, headers=headers) as r:
+            assert (r.status, r.content_type) == (status, "application/json")
+            assert message in (await r.json())["error"]
+    # The same client goes on (the refusals closed their connections cleanly), and the server
+    # logged no traceback.
+    assert (await api(http, server, "GET", "/channels"))[0] == 200
+    new_log = server.log()[log_before:]
+    assert "Traceback" not in new_log and "Unhandled exception" not in new_log
+
+
+async def test_a_compressed_body_is_signed_as_sent_before_compression(http: aiohttp.ClientSession, shared_server: ServerProcess) -> None:
+    body = orjson.dumps(event(channel="gzipped"))
+    url = signed_url(shared_server, "POST", f"/apps/{shared_server.app_id}/events", body)
+    async with http.post(url, data=gzip.compress(body), headers={"Content-Encoding": "gzip"}) as r:
+        assert (r.status, await r.json()) == (200, {})

@@ -13,7 +13,9 @@ as frames. ``make fuzz`` runs the same property for a million cases (``FUZZ_EXAM
 
 Where the two may rightly differ, the generator stays out: message size limits (ours counts
 64 bytes per fragment against the limit, see ``protocol.frames.FRAME_COST``) and the minimal
-length encoding, which RFC 6455 5.2 requires and websockets does not check.
+length encoding, which RFC 6455 5.2 requires and websockets does not check. Two differences are
+mapped in ``oracle``: an empty close frame (websockets echoes it empty, we answer 1000) and a
+close frame between the fragments of a message (websockets fails it with 1002, we echo it).
 """
 
 from __future__ import annotations
@@ -129,6 +131,13 @@ def oracle(chunks: list[bytes]) -> Verdict:
         if proto.close_sent is not None:
             break
     code = None if proto.close_sent is None else int(proto.close_sent.code)
+    sent = proto.close_sent
+    if sent is not None and sent.reason == "incomplete fragmented message":
+        # The one deliberate difference: websockets fails a close frame that comes between
+        # the fragments of a message with 1002; RFC 6455 5.4 lets control frames come there,
+        # so we echo the close (the unfinished message is dropped).
+        assert proto.close_rcvd is not None
+        code = int(proto.close_rcvd.code)
     # An empty close frame is answered with an empty one by websockets and with 1000 by us:
     # both are the RFC's "echo" (7.4.1: 1005 means no code was present).
     return Verdict(tuple(messages), 1000 if code == 1005 else code)

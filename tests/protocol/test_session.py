@@ -7,7 +7,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from reverbpy.config import AppConfig, Secret
+from reverbpy.config import AppConfig, FixedApp, Secret
 from reverbpy.protocol import messages
 from reverbpy.protocol.auth import sign
 from reverbpy.protocol.presence import Member
@@ -27,7 +27,7 @@ class Clock:
 
 def session(app: AppConfig = APP) -> tuple[Session, Clock]:
     clock = Clock()
-    return Session(app, SID, clock), clock
+    return Session(FixedApp(app), SID, clock), clock
 
 
 def send(s: Session, event: str, data: object = None, channel: str | None = None) -> list[object]:
@@ -160,6 +160,26 @@ def test_client_event_rate_limit_is_non_fatal_4301() -> None:
     assert not any(isinstance(a, Close) for a in results[10])
     clock.now += 1.0
     assert isinstance(send(s, "client-x", {}, channel="private-a")[0], Whisper)
+
+
+def test_a_reload_applies_to_a_live_session_at_once() -> None:
+    """The session reads its app through its source (``registry.AppState`` in the server):
+    when a reload swaps the app, the next message follows the new limits, with no copy to patch."""
+
+    class Source:
+        def __init__(self, app: AppConfig) -> None:
+            self.app = app
+
+    source, clock = Source(APP), Clock()
+    s = Session(source, SID, clock)
+    _joined(s, "private-a")
+    assert all(isinstance(send(s, "client-x", {}, channel="private-a")[0], Whisper) for _ in range(3))
+    source.app = replace(APP, client_event_rate=3)
+    assert reply(send(s, "client-x", {}, channel="private-a"))["data"]["code"] == 4301
+    source.app = replace(APP, client_event_rate=0)  # 0: unlimited
+    assert all(isinstance(send(s, "client-x", {}, channel="private-a")[0], Whisper) for _ in range(50))
+    source.app = replace(APP, accept_client_events_from="none")
+    assert reply(send(s, "client-x", {}, channel="private-a"))["data"]["code"] == 4301
 
 
 def test_client_event_payload_limit() -> None:
