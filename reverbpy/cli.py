@@ -185,7 +185,7 @@ def serve(
 ) -> int:
     from reverbpy import lifecycle, logs, tls
     from reverbpy.proxies import parse_networks
-    from reverbpy.server import create_app
+    from reverbpy.server import NODE, create_app
 
     loop_name = _install_uvloop()
     secrets = [a.secret.reveal() for a in config.apps]
@@ -213,12 +213,13 @@ def serve(
         app = create_app(config)
         text, extra = startup_line(config, loop_name)
         log.info(text, extra=extra)
+        node = app[NODE]
         return await lifecycle.serve(
             app,
-            config,
+            node,
             sock,
             ssl_context=ssl_context,
-            metrics_app=lifecycle.metrics_app(app) if metrics_sock else None,
+            metrics_app=lifecycle.metrics_app(node) if metrics_sock else None,
             metrics_sock=metrics_sock,
             loader=loader,
         )

@@ -27,8 +27,8 @@ import os
 import signal
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -37,29 +37,44 @@ from aiohttp.typedefs import Middleware
 from reverbpy import logs
 from reverbpy.config import AppConfig, ConfigError, ServerConfig
 from reverbpy.dispatch import Outbox
-from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, TRIGGERS, FrontDoor, Triggers
-from reverbpy.http_api.keys import CONFIG, HUB
+from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, FrontDoor, Triggers
+from reverbpy.hub import Hub
 from reverbpy.liveness import close_all
-from reverbpy.metrics import METRICS, Metrics
+from reverbpy.metrics import Metrics
 from reverbpy.protocol.errors import ErrorCode
-from reverbpy.proxies import forwarded_for
 from reverbpy.readiness import Readiness
 from reverbpy.registry import AppState
-from reverbpy.wire import WIRE
+from reverbpy.webhooks import Webhooks
 
 log = logging.getLogger("reverbpy.lifecycle")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-READINESS = web.AppKey("readiness", Readiness)
+@dataclass(slots=True, kw_only=True)
+class Node:
+    """Everything one server process runs, built once by ``server.create_app`` and passed
+    to what needs it (no service is looked up by name)."""
+
+    config: ServerConfig
+    hub: Hub
+    outbox: Outbox
+    webhooks: Webhooks
+    triggers: Triggers
+    readiness: Readiness
+    metrics: Metrics
 
 
-async def ready(request: web.Request) -> web.Response:
-    problem = request.app[READINESS].problem()
-    if problem is None:
-        return web.json_response({"ready": True})
-    return web.json_response({"ready": False, "reason": problem}, status=503)
+def ready_handler(readiness: Readiness) -> Handler:
+    """``/ready``: 200 while this node should get clients, else 503 with the reason."""
+
+    async def ready(request: web.Request) -> web.StreamResponse:
+        problem = readiness.problem()
+        if problem is None:
+            return web.json_response({"ready": True})
+        return web.json_response({"ready": False, "reason": problem}, status=503)
+
+    return ready
 
 
 def refuse_while_draining(
@@ -84,15 +99,15 @@ def _close(states: Iterable[AppState], reason: str) -> int:
     return close_all(states, ErrorCode.APP_DISABLED, reason)
 
 
-def reload_apps(app: web.Application, apps: tuple[AppConfig, ...]) -> dict[str, list[str]]:
+def reload_apps(node: Node, apps: tuple[AppConfig, ...]) -> dict[str, list[str]]:
     """Swap the served apps without dropping the sockets of apps that stay.
 
     Returns the app ids ``added``, ``removed`` and ``changed`` (for the log line).
     """
-    registry = app[HUB].registry
+    registry = node.hub.registry
     before = {i: s.app for i, s in registry.apps.items()}
     removed = registry.reload(apps)
-    app[TRIGGERS].refresh()
+    node.triggers.refresh()
     closed = _close(removed, "Application removed")
     disabled = [s for s in registry.apps.values() if not s.app.enabled]
     closed += _close(disabled, "Application disabled")
@@ -137,7 +152,7 @@ class PidFile:
 
 async def serve(
     app: web.Application,
-    config: ServerConfig,
+    node: Node,
     sock: socket.socket,
     *,
     ssl_context: ssl.SSLContext | None = None,
@@ -146,7 +161,8 @@ async def serve(
     loader: Callable[[], ServerConfig] | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT, then stop gracefully (see the module docstring)."""
-    readiness = app[READINESS]
+    config = node.config
+    readiness = node.readiness
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -156,14 +172,13 @@ async def serve(
     )
     await runner.setup()
     loop = asyncio.get_running_loop()
-    triggers = app[TRIGGERS]
+    triggers = node.triggers
     aiohttp_server = runner.server
     assert aiohttp_server is not None
     # Not a ``web.SockSite``: connections start at a ``FrontDoor`` (see ``http_api.front``).
     server = await loop.create_server(
         lambda: FrontDoor(triggers, aiohttp_server), sock=sock, backlog=4096, ssl=ssl_context
     )
-    idle_sweep = asyncio.create_task(_sweep_idle(triggers))
     metrics_runner = None
     if metrics_app is not None and metrics_sock is not None:
         metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
@@ -192,7 +207,7 @@ async def serve(
         if new.generated_app:
             log.error("reload found no app configured, keeping the running apps")
             return
-        reload_apps(app, new.apps)
+        reload_apps(node, new.apps)
         if ssl_context is not None and config.tls_cert and config.tls_key:
             try:
                 ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
@@ -205,7 +220,6 @@ async def serve(
 
     await stopping.wait()
     server.close()  # no new connections; aiohttp's own are closed by runner.cleanup()
-    idle_sweep.cancel()
     triggers.shut_down()
     try:
         async with asyncio.timeout(config.shutdown_grace + 1.0):
@@ -219,38 +233,9 @@ async def serve(
     return 0
 
 
-async def _sweep_idle(triggers: Triggers) -> None:
-    while True:
-        await asyncio.sleep(10)
-        triggers.sweep(time.monotonic())
-
-
-# --- wiring --------------------------------------------------------------------------------
-
-
-def install(app: web.Application, outbox: Outbox) -> None:
-    """Add readiness, metrics and the proxy/drain middlewares to an app from ``create_app``."""
-    config = app[CONFIG]
-    hub = app[HUB]
-    readiness = Readiness()
-    app[READINESS] = readiness
-    app[METRICS] = Metrics(hub, outbox, readiness, config)
-    app.router.add_get(f"{config.path}/ready", ready)
-    if config.metrics_port is None:
-        app.router.add_get(f"{config.path}/metrics", app[METRICS].handle)
-    outer: list[Middleware] = []
-    if config.trusted_proxies:
-        outer.append(forwarded_for(config.trusted_proxies))
-    outer.append(refuse_while_draining(readiness))
-    for i, middleware in enumerate(outer):
-        app.middlewares.insert(i, middleware)
-    WIRE.debug = config.debug
-
-
-def metrics_app(main: web.Application) -> web.Application:
+def metrics_app(node: Node) -> web.Application:
     """The app served on ``--metrics-port``: ``/metrics`` and ``/ready`` only."""
     app = web.Application()
-    app[READINESS] = main[READINESS]
-    app.router.add_get("/metrics", main[METRICS].handle)
-    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", node.metrics.handle)
+    app.router.add_get("/ready", ready_handler(node.readiness))
     return app

@@ -11,7 +11,7 @@ Labels: ``app`` is the app id (the only per-app label; never a key, secret or us
 pattern (``/apps/{app_id}/events``, from ``protocol.api.ROUTES``), ``status`` an HTTP status.
 HTTP API requests are counted by ``http_api.service.HttpApi.record``, for both transports.
 
-Other components add their own series with ``app[METRICS].registry.register(collector)``
+Other components add their own series with ``Metrics.registry.register(collector)``
 (the Redis adapter's state and publish latency belong there).
 """
 
@@ -241,6 +241,3 @@ class Metrics:
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
         return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-METRICS = web.AppKey("metrics", Metrics)

@@ -1,4 +1,11 @@
-"""Assemble the aiohttp application: state, routes, middleware and background tasks."""
+"""The composition root: the one place that builds a server's parts and wires them together.
+
+``create_app`` builds the hub with its registry, adapter and webhooks, the outbox, the HTTP API
+and the front door's triggers, readiness and metrics; hands each part what it needs at
+construction; declares the application's one key (``NODE``); and starts every background task
+in ``cleanup_ctx``, so they stop in the reverse order on the way out. Nothing below this module
+looks a service up by name.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +16,35 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from reverbpy import liveness
 from reverbpy.config import ServerConfig
 from reverbpy.connection import wait_closed
 from reverbpy.dispatch import Outbox
-from reverbpy.http_api.front import TRIGGERS, Triggers
-from reverbpy.http_api.keys import CONFIG, HUB
+from reverbpy.http_api.front import Triggers
 from reverbpy.http_api.middleware import json_errors
 from reverbpy.http_api.routes import routes
 from reverbpy.http_api.service import HttpApi
 from reverbpy.hub import Hub
-from reverbpy.lifecycle import READINESS
-from reverbpy.lifecycle import install as install_operations
+from reverbpy.lifecycle import Node, ready_handler, refuse_while_draining
+from reverbpy.metrics import Metrics
 from reverbpy.protocol.errors import ErrorCode
+from reverbpy.proxies import forwarded_for
+from reverbpy.readiness import Readiness
 from reverbpy.registry import Registry
 from reverbpy.scaling import create_adapter
 from reverbpy.webhooks import Webhooks
 from reverbpy.websocket import WebSocketHandler
+from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.server")
 
-OUTBOX = web.AppKey("outbox", Outbox)
-WEBHOOKS = web.AppKey("webhooks", Webhooks)
+NODE = web.AppKey("node", Node)
+"""The application's only key: what ``lifecycle.serve`` and the CLI need of a built app."""
+
+IDLE_SWEEP_EVERY = 10.0
+"""Seconds between checks of the front door's idle keep-alive and half-sent requests."""
 
 
 def sweep_interval(config: ServerConfig) -> float:
@@ -47,17 +60,24 @@ def sweep_interval(config: ServerConfig) -> float:
     return max(0.05, min(5.0, shortest / 4))
 
 
-async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
-    hub = app[HUB]
-    interval = sweep_interval(app[CONFIG])
+async def _timers(app: web.Application) -> AsyncIterator[None]:
+    """The one periodic task: socket liveness, the hub's tick (throttled subscription counts,
+    cache expiry) and the front door's idle connections, each at its own cadence."""
+    node = app[NODE]
+    hub, triggers = node.hub, node.triggers
+    interval = sweep_interval(node.config)
 
     async def loop() -> None:
+        last_idle_sweep = time.monotonic()
         while True:
             await asyncio.sleep(interval)
+            now = time.monotonic()
             try:
-                now = time.monotonic()
                 liveness.sweep(hub.registry.apps.values(), now)
                 hub.tick(now)
+                if now - last_idle_sweep >= IDLE_SWEEP_EVERY:
+                    last_idle_sweep = now
+                    triggers.sweep(now)
             except Exception:  # one bad socket must not stop pings and timeouts for all
                 log.exception("sweep failed")
 
@@ -69,49 +89,63 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    """On SIGTERM/SIGINT: every socket gets 4200 and a close, then aiohttp stops."""
-    liveness.close_all(
-        app[HUB].registry.apps.values(), ErrorCode.GENERIC_RECONNECT, "Server shutting down"
-    )
+    """On SIGTERM/SIGINT (``lifecycle.serve``): every socket gets 4200 and a close, then
+    aiohttp stops."""
+    states = app[NODE].hub.registry.apps.values()
+    liveness.close_all(states, ErrorCode.GENERIC_RECONNECT, "Server shutting down")
     await wait_closed(within=3.0)
 
 
 async def _webhooks(app: web.Application) -> AsyncIterator[None]:
     # Registered first so it is cleaned up last: what the other tasks emit while they stop,
     # and the held channel_vacated/member_removed, still go out within the grace period.
-    webhooks = app[WEBHOOKS]
-    await webhooks.start()
+    node = app[NODE]
+    await node.webhooks.start()
     yield
-    await webhooks.close(grace=app[CONFIG].shutdown_grace)
+    await node.webhooks.close(grace=node.config.shutdown_grace)
 
 
 async def _adapter(app: web.Application) -> AsyncIterator[None]:
     """Join the cluster before serving; leave it (members removed at once) on the way out."""
-    hub = app[HUB]
-    adapter = hub.adapter
-    app[READINESS].add_check(lambda: None if adapter.healthy else f"{adapter.name} link down")
-    await adapter.start(hub)
+    node = app[NODE]
+    adapter = node.hub.adapter
+    node.readiness.add_check(lambda: None if adapter.healthy else f"{adapter.name} link down")
+    await adapter.start(node.hub)
     yield
-    await hub.adapter.close()
+    await adapter.close()
 
 
 def create_app(config: ServerConfig) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=config.max_request_size)
     webhooks = Webhooks()
     hub = Hub(Registry(config.apps), webhooks, create_adapter(config))
     outbox = Outbox(config.max_write_buffer)
-    app[CONFIG] = config
-    app[HUB] = hub
-    app[OUTBOX] = outbox
-    app[WEBHOOKS] = webhooks
     http_api = HttpApi(hub, config)
-    app[TRIGGERS] = Triggers(http_api)
+    readiness = Readiness()
+    node = Node(
+        config=config,
+        hub=hub,
+        outbox=outbox,
+        webhooks=webhooks,
+        triggers=Triggers(http_api),
+        readiness=readiness,
+        metrics=Metrics(hub, outbox, readiness, config),
+    )
+    # Outermost first: who the client is (behind a trusted proxy), no new socket while
+    # draining, then JSON for aiohttp's own errors. The WebSocket handler returns once the
+    # socket is taken over (``websocket._take_over``), so none of them lives as long as a socket.
+    middlewares: list[Middleware] = []
+    if config.trusted_proxies:
+        middlewares.append(forwarded_for(config.trusted_proxies))
+    middlewares += [refuse_while_draining(readiness), json_errors]
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_request_size)
+    app[NODE] = node
     app.add_routes(routes(http_api, WebSocketHandler(hub, outbox)))
+    app.router.add_get(f"{config.path}/ready", ready_handler(readiness))
+    if config.metrics_port is None:
+        app.router.add_get(f"{config.path}/metrics", node.metrics.handle)
     app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_adapter)
-    app.cleanup_ctx.append(_heartbeat)
+    app.cleanup_ctx.append(_timers)
     app.on_shutdown.append(_close_sockets)
-    # The WebSocket handler returns once the socket is taken over (``websocket._take_over``),
-    # so the middlewares around it hold nothing for the socket's lifetime.
-    install_operations(app, outbox)  # /ready, /metrics, proxy and drain middlewares
+    WIRE.debug = config.debug
     return app

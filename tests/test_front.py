@@ -14,12 +14,11 @@ from reverbpy.config import AppConfig, Secret, ServerConfig
 from reverbpy.http_api.front import (
     KEEPALIVE_TIMEOUT,
     REQUEST_TIMEOUT,
-    TRIGGERS,
     FrontDoor,
     Triggers,
 )
 from reverbpy.protocol.auth import sign_request
-from reverbpy.server import create_app
+from reverbpy.server import NODE, create_app
 from reverbpy.wire import WIRE
 
 
@@ -46,7 +45,7 @@ class Transport:
 
 def door(secret: str = "s") -> tuple[FrontDoor, Triggers, Transport]:
     config = ServerConfig(apps=(AppConfig(id="1", key="k", secret=Secret(secret)),))
-    triggers = create_app(config)[TRIGGERS]
+    triggers = create_app(config)[NODE].triggers
     return open_door(triggers)
 
 

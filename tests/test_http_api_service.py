@@ -7,17 +7,16 @@ import time
 import pytest
 
 from reverbpy.config import AppConfig, Secret, ServerConfig
-from reverbpy.http_api.front import TRIGGERS
 from reverbpy.http_api.service import HttpApi
 from reverbpy.protocol import api
 from reverbpy.protocol.api import ApiError
 from reverbpy.protocol.auth import sign_request
-from reverbpy.server import create_app
+from reverbpy.server import NODE, create_app
 from reverbpy.wire import WIRE
 
 
 def http_api(*apps: AppConfig) -> HttpApi:
-    return create_app(ServerConfig(apps=apps))[TRIGGERS].api
+    return create_app(ServerConfig(apps=apps))[NODE].triggers.api
 
 
 def app(app_id: str = "1", secret: str = "s", **kw: object) -> AppConfig:
@@ -54,7 +53,7 @@ def test_a_reload_that_changes_the_secret_changes_the_rules() -> None:
 
 
 def test_refresh_forgets_removed_apps() -> None:
-    triggers = create_app(ServerConfig(apps=(app("1"), app("2"))))[TRIGGERS]
+    triggers = create_app(ServerConfig(apps=(app("1"), app("2"))))[NODE].triggers
     service = triggers.api
     service.lookup("1"), service.lookup("2")
     service.hub.registry.reload((app("2"),))

@@ -11,13 +11,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from reverbpy.commands import effective_settings
 from reverbpy.config import AppConfig, Secret, ServerConfig
-from reverbpy.lifecycle import READINESS
 from reverbpy.logs import MASK, JsonFormatter, SecretFilter, frame_payload, mask_frame
-from reverbpy.metrics import METRICS
 from reverbpy.protocol.frames import text_frame
 from reverbpy.proxies import client_address, parse_networks
 from reverbpy.registry import Registry
-from reverbpy.server import create_app
+from reverbpy.server import NODE, create_app
 from reverbpy.wire import Histogram
 
 
@@ -101,13 +99,13 @@ async def test_ready_turns_503_and_refuses_new_sockets_while_draining() -> None:
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/ready")
         assert resp.status == 200 and await resp.json() == {"ready": True}
-        app[READINESS].degraded = "redis link down"
+        app[NODE].readiness.degraded = "redis link down"
         resp = await client.get("/ready")
         assert resp.status == 503 and (await resp.json())["reason"] == "redis link down"
-        app[READINESS].degraded = None
-        app[READINESS].add_check(lambda: None)
+        app[NODE].readiness.degraded = None
+        app[NODE].readiness.add_check(lambda: None)
         assert (await client.get("/ready")).status == 200
-        app[READINESS].draining = True
+        app[NODE].readiness.draining = True
         resp = await client.get("/ready")
         assert resp.status == 503 and (await resp.json())["reason"] == "shutting down"
         resp = await client.get(
@@ -118,4 +116,4 @@ async def test_ready_turns_503_and_refuses_new_sockets_while_draining() -> None:
         assert (await client.get("/up")).status == 200
         metrics = await client.get("/metrics")
         assert metrics.status == 200 and "reverbpy_ready 0.0" in await metrics.text()
-        assert app[METRICS].registry is not None
+        assert app[NODE].metrics.registry is not None

@@ -23,7 +23,6 @@ from email.utils import formatdate
 from typing import Any, cast
 
 import orjson
-from aiohttp import web
 
 from reverbpy.http_api.events import info_answer
 from reverbpy.http_api.service import UNKNOWN, HttpApi, ServedApp
@@ -164,9 +163,6 @@ class Triggers:
         """Wait, bounded, for the answers still awaiting the cluster."""
         if self._waiting:
             await asyncio.wait(list(self._waiting), timeout=within)
-
-
-TRIGGERS = web.AppKey("triggers", Triggers)
 
 
 class FrontDoor(asyncio.Protocol):
