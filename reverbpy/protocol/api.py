@@ -26,7 +26,6 @@ that are not JSON objects).
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,13 @@ from typing import Any, Final, Literal
 import orjson
 
 from reverbpy.config import AppConfig
-from reverbpy.protocol.auth import ApiVerifier, Query, RequestAuthError, body_md5, parse_query
+from reverbpy.protocol.auth import (
+    ApiVerifier,
+    Query,
+    RequestAuthError,
+    check_body_md5,
+    parse_query,
+)
 from reverbpy.protocol.channels import channel_kind, channel_name_error, is_encrypted, is_presence
 from reverbpy.protocol.ratelimit import PerSecond
 
@@ -198,10 +203,10 @@ class AppRules:
             if name == "body_md5" or name.lower() == "body_md5":
                 given = value
                 break
-        if given is None:
-            raise ApiError(401, "Missing body_md5 parameter for a request with a body")
-        if not hmac.compare_digest(given.encode(), body_md5(body).encode()):
-            raise ApiError(401, "body_md5 does not match the request body")
+        try:
+            check_body_md5(given, body)
+        except RequestAuthError as exc:
+            raise ApiError(401, str(exc)) from None
 
     def allow_read(self, tick: float) -> None:
         """429 past the app's read requests per second (``tick``: a monotonic clock)."""
