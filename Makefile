@@ -38,8 +38,10 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+# reverbpy alone, started as `make run` starts it: the booking demo's app id/key/secret unless the
+# environment or ./.env sets REVERB_APP_*, so a `make run` dashboard reconnects to it.
 serve: install
-	$(VENV)/bin/reverbpy serve --port $(PORT)
+	$(PY) -m examples.booking_app.reverb --port $(PORT)
 
 run: install examples/booking_app/static/vendor/.installed
 	$(PY) -m examples.booking_app.run

@@ -61,18 +61,20 @@ def test_generated_development_app(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "reverbpy", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("REVERB_")} | {"PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert proc.stdout is not None
+        # Raw reads: a buffered readline would leave lines select() cannot see in its buffer.
+        fd = proc.stdout.fileno()
         text = ""
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while "REVERB_APP_SECRET=" not in text and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            ready, _, _ = select.select([fd], [], [], 0.5)
             if ready:
-                line = proc.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                text += line
+                text += chunk.decode()
         assert "REVERB_APP_ID=" in text and "REVERB_APP_KEY=" in text and "REVERB_APP_SECRET=" in text
     finally:
         proc.terminate()

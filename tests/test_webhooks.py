@@ -74,7 +74,7 @@ class Receiver:
     def events(self, path: str | None = None) -> list[dict[str, Any]]:
         return [e for c in self.calls if path is None or c.path == path for e in c.events]
 
-    async def until(self, check: Callable[[], bool], timeout: float = 3.0) -> None:
+    async def until(self, check: Callable[[], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not check():
             assert time.monotonic() < deadline, f"timed out; received {self.events()}"

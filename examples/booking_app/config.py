@@ -1,4 +1,4 @@
-"""Configuration of the booking app, read from the environment in one place.
+"""Configuration of the booking app, read from the environment and `./.env` in one place.
 
 The `REVERB_*` names are the ones a Laravel app's `.env` uses, so one set of variables configures
 both the server and the app that publishes to it. `BOOKING_*` names are this example's own.
@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dotenv import dotenv_values
 
 DEV_APP_ID = "123456"
 DEV_APP_KEY = "reverb-key"
@@ -46,9 +48,23 @@ class BookingConfig:
         return self.reverb_scheme == "https"
 
 
+def read_env(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> dict[str, str]:
+    """`environ` (default `os.environ`) over `env_file`, if that file exists.
+
+    reverbpy's own order (real environment, then `.env`, an empty value counting as unset), so a
+    shared `.env` gives the app and the server the same credentials. python-dotenv is the parser
+    reverbpy's pydantic-settings uses, so both read the file alike.
+    """
+    from_file = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    real = os.environ if environ is None else environ
+    return {k: v for k, v in from_file.items() if v} | {k: v for k, v in real.items() if v}
+
+
 def load_config(environ: Mapping[str, str] | None = None) -> BookingConfig:
-    """Build the config from `environ` (default `os.environ`); unset names keep dev defaults."""
-    env = os.environ if environ is None else environ
+    """Build the config from `environ` (default: `read_env()`); unset names keep dev defaults."""
+    env = read_env() if environ is None else environ
     secret_key = env.get("BOOKING_SECRET_KEY")
     return BookingConfig(
         app_id=env.get("REVERB_APP_ID", DEV_APP_ID),

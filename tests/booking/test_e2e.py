@@ -6,16 +6,19 @@ seed's checklist:
    up by one, with no page reload;
 3. the admin confirms -> the counters move and the guest page shows "confirmed" live (and a
    second admin tab updates in place);
-4. stop reverbpy -> the indicator turns red; start it again on the same port -> green, and
-   events flow again.
+4. stop reverbpy under `make run` -> the indicator turns red and the app keeps serving; run
+   the command the launcher prints -> green again, and events flow, with no reload.
 
-Each test gets its own reverbpy process (`tests.conftest.start_server`), its own booking app on
-a free port in the test's event loop, its own SQLite file and its own browser.
+Steps 1-3 get their own reverbpy process (`tests.conftest.start_server`) and a booking app on a
+free port in the test's event loop; step 4 runs the real launcher (`make run`'s entry point).
+Each test has its own SQLite file and its own browser.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -26,8 +29,19 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from examples.booking_app.app import create_app, vendor_missing
-from tests.booking.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_config
-from tests.conftest import ROOT, ServerProcess, free_port, start_server
+from tests.booking.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Launcher,
+    answers,
+    make_config,
+    restart_command,
+    run_in_shell,
+    start_launcher,
+    stop_group,
+    wait_for,
+)
+from tests.conftest import ROOT, free_port, start_server
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -57,13 +71,7 @@ STATUS = '[data-testid="connection-status"]'
 @dataclass
 class Site:
     url: str
-    reverb: ServerProcess
-    tmp_path: Path
     page_errors: list[str] = field(default_factory=list)
-
-    async def restart_reverb(self) -> None:
-        """Start reverbpy again on the same port (a deploy, a crash and restart)."""
-        self.reverb = await asyncio.to_thread(start_server, self.tmp_path, port=self.reverb.port)
 
 
 @pytest.fixture
@@ -82,12 +90,28 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    site = Site(f"http://127.0.0.1:{port}", reverb, tmp_path)
     try:
-        yield site
+        yield Site(f"http://127.0.0.1:{port}")
     finally:
         await runner.cleanup()
-        await asyncio.to_thread(site.reverb.stop)
+        await asyncio.to_thread(reverb.stop)
+
+
+# Not the demo's defaults: the restart command must carry them over from the same shell.
+E2E_CREDENTIALS = {
+    "REVERB_APP_ID": "246810",
+    "REVERB_APP_KEY": "e2e-key",
+    "REVERB_APP_SECRET": "e2e-secret",
+}
+
+
+@pytest.fixture
+async def launcher(tmp_path: Path) -> AsyncIterator[Launcher]:
+    launcher = await asyncio.to_thread(start_launcher, tmp_path, extra_env=E2E_CREDENTIALS)
+    try:
+        yield launcher
+    finally:
+        await asyncio.to_thread(launcher.close)
 
 
 @pytest.fixture
@@ -251,32 +275,54 @@ AudioContext.prototype.resume = function () {
 """
 
 
-async def test_dashboard_recovers_when_reverbpy_restarts(site: Site, browser: Browser) -> None:
+async def test_dashboard_recovers_when_reverbpy_restarts(
+    launcher: Launcher, browser: Browser, tmp_path: Path
+) -> None:
+    site = Site(launcher.app_url)
     dashboard = await open_dashboard(browser, site)
     await dashboard.add_init_script(BLOCK_AUDIO)
     await dashboard.reload()
     await expect(dashboard.locator(STATUS)).to_have_attribute("data-state", "connected")
+    await dashboard.evaluate("window.__noReload = true")
     total = await stat(dashboard, "total")
 
-    # 4. Stop reverbpy: red once pusher-js gives up and reports "unavailable" (its
-    # unavailableTimeout is 10 s after the socket drops; the bound also covers a slow shutdown).
-    await asyncio.to_thread(site.reverb.stop)
+    # 4. Stop reverbpy as Ctrl-C in its own terminal would: red within 10 s, while the booking
+    # app keeps serving, a guest's booking included.
+    os.kill(launcher.reverb_pid(), signal.SIGTERM)
     await expect(dashboard.locator(STATUS)).to_have_attribute(
-        "data-state", "disconnected", timeout=40_000
+        "data-state", "disconnected", timeout=10_000
     )
     await expect(dashboard.locator(STATUS)).to_have_text("Disconnected")
-
-    # Start it again on the same port: green by itself, no reload.
-    await site.restart_reverb()
-    await expect(dashboard.locator(STATUS)).to_have_attribute(
-        "data-state", "connected", timeout=30_000
-    )
-
-    # Events flow again (the channel was re-authorized and re-subscribed).
+    assert await asyncio.to_thread(answers, f"{site.url}/")
     guest = await new_page(browser, site)
-    booking_id, _ = await guest_books(guest, site, villa_id=2, nights_from_now=20)
-    item = dashboard.locator(f'[data-testid="feed-item"][data-order-id="{booking_id}"]')
-    await expect(item).to_be_visible(timeout=5_000)
-    await expect(dashboard.locator('[data-testid="stat-total"]')).to_have_text(str(total + 1))
-    await expect(item).to_contain_text("Rp 9.750.000")  # 3 nights x Rp 3.250.000
-    assert site.page_errors == []
+    offline_id, _ = await guest_books(guest, site, villa_id=1, nights_from_now=10)
+
+    # The launcher says so in one line, with the command that starts reverbpy again.
+    await asyncio.to_thread(wait_for, launcher.restart_lines, 15, "the launcher's line")
+    [line] = launcher.restart_lines()
+    assert line["status"] == "exit code 0", line[0]
+    assert line["first"].startswith("make serve"), line[0]
+    assert E2E_CREDENTIALS["REVERB_APP_SECRET"] not in launcher.output()
+    command = restart_command(line, launcher.env)
+    restarted = run_in_shell(command, launcher, tmp_path / "restarted.log")
+    try:
+        # Green by itself, no reload; the dashboard re-reads the orders on re-subscribing, so
+        # the booking made while reverbpy was down is in the feed.
+        await expect(dashboard.locator(STATUS)).to_have_attribute(
+            "data-state", "connected", timeout=20_000
+        )
+        feed = dashboard.locator('[data-testid="orders-feed"]')
+        await expect(feed.locator(f'[data-order-id="{offline_id}"]')).to_be_visible()
+
+        # Events flow again: a booking made now arrives live.
+        booking_id, _ = await guest_books(guest, site, villa_id=2, nights_from_now=20)
+        item = feed.locator(f'[data-testid="feed-item"][data-order-id="{booking_id}"]')
+        await expect(item).to_be_visible(timeout=5_000)
+        await expect(item).to_contain_text("Rp 9.750.000")  # 3 nights x Rp 3.250.000
+        await expect(dashboard.locator('[data-testid="stat-total"]')).to_have_text(str(total + 2))
+        assert await dashboard.evaluate("window.__noReload") is True
+        assert site.page_errors == []
+    finally:
+        await asyncio.to_thread(stop_group, restarted)
+    assert launcher.proc.poll() is None, "the launcher must not stop with reverbpy"
+    assert len(launcher.restart_lines()) == 1, launcher.output()

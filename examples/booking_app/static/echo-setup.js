@@ -37,10 +37,16 @@
       auth: { headers: {}, params: authParams || {} },
     }));
     const connection = echo.connector.pusher.connection;
-    setIndicator(STATES[connection.state] || "connecting");
-    connection.bind("state_change", function (change) {
-      setIndicator(STATES[change.current] || "connecting");
-    });
+    // Amber only until the first connection. After a drop pusher-js says "connecting" for up to
+    // its unavailableTimeout (10 s) before "unavailable", but nothing arrives meanwhile: red.
+    let everConnected = false;
+    function show(state) {
+      if (state === "connected") everConnected = true;
+      const shown = STATES[state] || "connecting";
+      setIndicator(shown === "connecting" && everConnected ? "disconnected" : shown);
+    }
+    show(connection.state);
+    connection.bind("state_change", function (change) { show(change.current); });
     window.echo = echo;
     return echo;
   }
