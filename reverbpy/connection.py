@@ -52,9 +52,6 @@ _CLOSE = int(Opcode.CLOSE)
 
 Pending = Coroutine[Any, Any, None]
 
-# Work that outlives the call that started it: listener coroutines and closing handshakes.
-_tasks: set[asyncio.Task[None]] = set()
-
 
 class _Closing:
     """The sockets waiting for the client's answer to our close frame."""
@@ -79,7 +76,34 @@ class _Closing:
             self._none_left = None
 
 
-_closing = _Closing()
+class Sockets:
+    """One server's sockets that outlive the call that started something: listener
+    coroutines still running and closing handshakes still awaiting the client's answer.
+    Shutdown waits for them (``wait_closed``); several servers in one process (tests) each
+    have their own."""
+
+    __slots__ = ("closing", "tasks")
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = _Closing()
+
+    def run(self, coro: Pending) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def wait_closed(self, within: float) -> None:
+        """At shutdown: wait, bounded, for the clean-up of closed sockets and for the
+        clients' answers to our close frames; then close the links of those that did not
+        answer."""
+        start = time.monotonic()
+        await self.closing.wait(min(within, HANDSHAKE_WAIT))
+        for conn in list(self.closing.sockets):
+            conn._transport.abort()
+        while self.tasks and (remaining := within - (time.monotonic() - start)) > 0:
+            await asyncio.wait(list(self.tasks), timeout=remaining)
 
 
 class Listener(Protocol):
@@ -94,24 +118,6 @@ class Listener(Protocol):
     def disconnected(self, conn: Connection) -> Pending | None: ...
 
 
-async def wait_closed(within: float) -> None:
-    """At shutdown: wait, bounded, for the clean-up of closed sockets and for the clients'
-    answers to our close frames; then close the links of those that did not answer."""
-    start = time.monotonic()
-    await _closing.wait(min(within, HANDSHAKE_WAIT))
-    for conn in list(_closing.sockets):
-        conn._transport.abort()
-    while _tasks and (remaining := within - (time.monotonic() - start)) > 0:
-        await asyncio.wait(list(_tasks), timeout=remaining)
-
-
-def _run(coro: Pending) -> asyncio.Task[None]:
-    task = asyncio.ensure_future(coro)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-    return task
-
-
 class Connection(Peer, asyncio.Protocol):
     """A socket's transport side: pumps bytes through its ``ServerProtocol``, writes what its
     ``Peer`` half queued."""
@@ -121,6 +127,7 @@ class Connection(Peer, asyncio.Protocol):
         "_close_timer",
         "_finished",
         "_listener",
+        "_sockets",
         "_transport",
         "_ws",
         "state",
@@ -136,9 +143,12 @@ class Connection(Peer, asyncio.Protocol):
         session: Session,
         listener: Listener,
         now: float,
+        *,
+        sockets: Sockets,
     ) -> None:
         Peer.__init__(self, socket_id, state, session, outbox, now)
         self.state = state
+        self._sockets = sockets
         self._transport = transport
         self._listener = listener
         self._ws = ServerProtocol(self.app.max_message_size)
@@ -207,7 +217,7 @@ class Connection(Peer, asyncio.Protocol):
             return
         self._transport.write(data)
         self._abort_later()
-        _closing.add(self)
+        self._sockets.closing.add(self)
 
     def _abort_later(self) -> None:
         """A graceful close waits for the write buffer to drain, which a peer that stopped
@@ -262,7 +272,7 @@ class Connection(Peer, asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
-        _closing.discard(self)
+        self._sockets.closing.discard(self)
         self._finish()
 
     def _finish(self) -> None:
@@ -275,7 +285,7 @@ class Connection(Peer, asyncio.Protocol):
     def _disconnected(self) -> None:
         pending = self._listener.disconnected(self)
         if pending is not None:
-            _run(pending)
+            self._sockets.run(pending)
 
     def _deliver(self, opcode: int, payload: bytes) -> None:
         try:
@@ -286,7 +296,7 @@ class Connection(Peer, asyncio.Protocol):
         if pending is not None:
             self._backlog = []
             self._transport.pause_reading()
-            _run(pending).add_done_callback(self._resume)
+            self._sockets.run(pending).add_done_callback(self._resume)
 
     def _internal_error(self, exc: BaseException) -> None:
         """A bug or a lost backend (Redis) while handling a message: the client reconnects

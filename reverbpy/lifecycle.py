@@ -36,6 +36,7 @@ from aiohttp.typedefs import Middleware
 
 from reverbpy import logs
 from reverbpy.config import AppConfig, ConfigError, ServerConfig
+from reverbpy.connection import Sockets
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, FrontDoor, Triggers
 from reverbpy.hub import Hub
@@ -59,6 +60,7 @@ class Node:
     config: ServerConfig
     hub: Hub
     outbox: Outbox
+    sockets: Sockets
     webhooks: Webhooks
     triggers: Triggers
     readiness: Readiness

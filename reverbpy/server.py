@@ -20,7 +20,7 @@ from aiohttp.typedefs import Middleware
 
 from reverbpy import liveness
 from reverbpy.config import ServerConfig
-from reverbpy.connection import wait_closed
+from reverbpy.connection import Sockets
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import Triggers
 from reverbpy.http_api.middleware import json_errors
@@ -91,9 +91,11 @@ async def _timers(app: web.Application) -> AsyncIterator[None]:
 async def _close_sockets(app: web.Application) -> None:
     """On SIGTERM/SIGINT (``lifecycle.serve``): every socket gets 4200 and a close, then
     aiohttp stops."""
-    states = app[NODE].hub.registry.apps.values()
-    liveness.close_all(states, ErrorCode.GENERIC_RECONNECT, "Server shutting down")
-    await wait_closed(within=3.0)
+    node = app[NODE]
+    liveness.close_all(
+        node.hub.registry.apps.values(), ErrorCode.GENERIC_RECONNECT, "Server shutting down"
+    )
+    await node.sockets.wait_closed(within=3.0)
 
 
 async def _webhooks(app: web.Application) -> AsyncIterator[None]:
@@ -121,10 +123,12 @@ def create_app(config: ServerConfig) -> web.Application:
     outbox = Outbox(config.max_write_buffer)
     http_api = HttpApi(hub, config)
     readiness = Readiness()
+    sockets = Sockets()
     node = Node(
         config=config,
         hub=hub,
         outbox=outbox,
+        sockets=sockets,
         webhooks=webhooks,
         triggers=Triggers(http_api),
         readiness=readiness,
@@ -139,7 +143,7 @@ def create_app(config: ServerConfig) -> web.Application:
     middlewares += [refuse_while_draining(readiness), json_errors]
     app = web.Application(middlewares=middlewares, client_max_size=config.max_request_size)
     app[NODE] = node
-    app.add_routes(routes(http_api, WebSocketHandler(hub, outbox)))
+    app.add_routes(routes(http_api, WebSocketHandler(hub, outbox, sockets)))
     app.router.add_get(f"{config.path}/ready", ready_handler(readiness))
     if config.metrics_port is None:
         app.router.add_get(f"{config.path}/metrics", node.metrics.handle)

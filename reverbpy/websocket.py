@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from reverbpy.config import AppConfig
-from reverbpy.connection import Connection, Pending, Refused
+from reverbpy.connection import Connection, Pending, Refused, Sockets
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.responses import json
 from reverbpy.hub import Hub
@@ -145,9 +145,10 @@ def _take_over(request: web.Request) -> tuple[asyncio.Transport, bytes] | None:
 class WebSocketHandler:
     """The Pusher side of every socket: checks at the door, then session actions."""
 
-    def __init__(self, hub: Hub, outbox: Outbox) -> None:
+    def __init__(self, hub: Hub, outbox: Outbox, sockets: Sockets) -> None:
         self.hub = hub
         self.outbox = outbox
+        self.sockets = sockets
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer the upgrade and hand the socket to a ``Connection``; returns at once."""
@@ -170,7 +171,9 @@ class WebSocketHandler:
         socket_id = new_socket_id()
         now = time.monotonic()
         session = Session(state, socket_id, time.monotonic)
-        conn = Connection(socket_id, state, transport, self.outbox, session, self, now)
+        conn = Connection(
+            socket_id, state, transport, self.outbox, session, self, now, sockets=self.sockets
+        )
         self.hub.connect(state, conn)
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
         WIRE.connected(conn, request.remote)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from reverbpy.config import AppConfig, FixedApp, Secret
-from reverbpy.connection import Connection, Pending
+from reverbpy.connection import Connection, Pending, Sockets
 from reverbpy.dispatch import Outbox
 from reverbpy.protocol.frames import Opcode, close_frame, control_frame, parse_close
 from reverbpy.protocol.session import Session
@@ -87,7 +87,9 @@ def connect(outbox: Outbox | None = None) -> tuple[Connection, Transport, Listen
     transport, listener = Transport(), Listener()
     t: Any = transport
     session = Session(FixedApp(APP), "1.1", lambda: 0.0)
-    conn = Connection("1.1", AppState(APP), t, outbox or Outbox(1 << 20), session, listener, 0.0)
+    conn = Connection(
+        "1.1", AppState(APP), t, outbox or Outbox(1 << 20), session, listener, 0.0, sockets=Sockets()
+    )
     conn.start(b"")
     return conn, transport, listener
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from reverbpy.config import AppConfig, FixedApp, Secret
-from reverbpy.connection import Connection
+from reverbpy.connection import Connection, Sockets
 from reverbpy.dispatch import Outbox, broadcast
 from reverbpy.protocol.frames import text_frame
 from reverbpy.protocol.ratelimit import PerSecond
@@ -41,7 +41,7 @@ def make_conn(outbox: Outbox, socket_id: str, transport: RecordingTransport) -> 
     session = Session(FixedApp(APP), socket_id, lambda: 0.0)
     listener: Any = None
     t: Any = transport
-    return Connection(socket_id, AppState(APP), t, outbox, session, listener, 0.0)
+    return Connection(socket_id, AppState(APP), t, outbox, session, listener, 0.0, sockets=Sockets())
 
 
 async def test_frames_queued_in_one_iteration_go_out_in_one_write() -> None:

@@ -17,7 +17,7 @@ from examples.booking_app.config import (
     load_config,
     read_env,
 )
-from reverbpy.config import load_config as load_reverb_config
+from reverbpy.settings import load_config as load_reverb_config
 
 ENV_FILE = """\
 REVERB_APP_ID=111
