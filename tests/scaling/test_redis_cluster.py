@@ -246,8 +246,17 @@ async def test_max_connections_is_cluster_wide(http: aiohttp.ClientSession, tmp_
         assert (await refused.recv())["data"]["code"] == 4004
         assert (await refused.closed())[0] == 4004
         await kept[0].ws.close()
-        await asyncio.sleep(2.5)
-        await connect(http, b)  # a slot freed on node a is usable on node b
+        # A slot freed on node a is usable on node b once both heartbeats have run: a's
+        # count reaches Redis within 2 s and b reads it within 2 s more.
+        async with asyncio.timeout(8):
+            while True:
+                await asyncio.sleep(0.5)
+                attempt = await connect(http, b, established=False)
+                hello = await attempt.recv()
+                if hello["event"] == "pusher:connection_established":
+                    break
+                assert hello["data"]["code"] == 4004
+                await attempt.ws.close()
     finally:
         a.stop()
         b.stop()
