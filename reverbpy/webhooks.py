@@ -284,6 +284,15 @@ class Webhooks:
         task.add_done_callback(lane.workers.discard)
 
     async def _work(self, lane: _Lane) -> None:
+        try:
+            await self._drain(lane)
+        finally:
+            # Leave the lane in the same step that found its queue empty: a done callback
+            # runs a loop turn later, and a ``_wake`` in between would see this worker still
+            # there and start none, stranding the event it queued.
+            lane.workers.discard(asyncio.current_task())
+
+    async def _drain(self, lane: _Lane) -> None:
         while lane.queue:
             delivery = lane.queue.popleft()
             lane.held -= len(delivery.events)

@@ -278,6 +278,25 @@ async def test_a_return_after_the_delay_is_a_new_occupation(
     assert [c.events[0]["name"] for c in receiver.calls] == ["channel_vacated", "channel_occupied"]
 
 
+async def test_a_worker_leaves_its_lane_in_the_step_that_ends_it(receiver: Receiver) -> None:
+    """A worker that found its lane's queue empty is gone from the lane at once: an event
+    queued before its done callback runs (a loop turn later) gets a worker of its own instead
+    of waiting, stranded, for the next event (the race behind a lost channel_occupied)."""
+    hooks = Webhooks(vacate_delay=0)
+    app = make_app(receiver)
+    hooks.emit(app, occupied())  # not started: queued, no worker yet
+    (lane,) = hooks._lanes.values()
+    await hooks.start()
+    try:
+        worker = asyncio.get_running_loop().create_task(hooks._work(lane))
+        lane.workers.add(worker)  # as _wake does, but with no done callback to tidy up
+        await worker
+        assert worker not in lane.workers
+        await receiver.until(lambda: len(receiver.calls) == 1)  # by this worker or start's
+    finally:
+        await hooks.close(grace=0.5)
+
+
 async def test_retries_with_the_same_signed_body(receiver: Receiver, engine: Any) -> None:
     receiver.script = [500, 503]
     app = make_app(receiver)
