@@ -121,6 +121,8 @@ def startup_line(config: ServerConfig, loop_name: str) -> tuple[str, dict[str, A
         "max_request_size": config.max_request_size,
         "max_write_buffer": config.max_write_buffer,
         "shutdown_grace": config.shutdown_grace,
+        "head_timeout": config.head_timeout,
+        "max_pending_heads": config.max_pending_heads,
         "apps": {
             a.id: {
                 "max_connections": a.max_connections,
@@ -144,7 +146,8 @@ def startup_line(config: ServerConfig, loop_name: str) -> tuple[str, dict[str, A
         f"(apps: {', '.join(f'id={a.id} key={a.key}' for a in config.apps)}; "
         f"adapter {adapter}; loop {loop_name}; metrics {metrics}; "
         f"max_request_size={config.max_request_size} "
-        f"max_write_buffer={config.max_write_buffer} shutdown_grace={config.shutdown_grace}; "
+        f"max_write_buffer={config.max_write_buffer} shutdown_grace={config.shutdown_grace} "
+        f"head_timeout={config.head_timeout} max_pending_heads={config.max_pending_heads}; "
         f"{per_app})"
     )
     extra = {"listen": url, "apps": apps, "adapter": adapter, "loop": loop_name, "limits": limits}

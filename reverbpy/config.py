@@ -193,6 +193,12 @@ class ServerConfig:
     """Bytes of HTTP API request body; larger ones get 413."""
     max_write_buffer: int = 1_048_576
     """Unsent bytes a socket may hold before it is dropped as a slow consumer (4100)."""
+    head_timeout: float = 20.0
+    """Seconds to send a complete request head: the first from the accept (a WebSocket upgrade
+    too), later ones from their first byte; then the connection is closed (REVERB_HEAD_TIMEOUT)."""
+    max_pending_heads: int = 1000
+    """Connections waiting for a complete head; past it, each new one closes the oldest that
+    has waited over a second (REVERB_MAX_PENDING_HEADS)."""
     tls_cert: str | None = None
     """PEM certificate chain; with ``tls_key`` the server speaks https/wss (REVERB_TLS_CERT)."""
     tls_key: str | None = None

@@ -38,7 +38,7 @@ from reverbpy import logs
 from reverbpy.config import AppConfig, ConfigError, ServerConfig
 from reverbpy.connection import Sockets
 from reverbpy.dispatch import Outbox
-from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, FrontDoor, Triggers
+from reverbpy.http_api.front import KEEPALIVE_TIMEOUT, FrontDoor, Triggers, aiohttp_handlers
 from reverbpy.hub import Hub
 from reverbpy.liveness import close_all
 from reverbpy.metrics import Metrics
@@ -175,8 +175,8 @@ async def serve(
     await runner.setup()
     loop = asyncio.get_running_loop()
     triggers = node.triggers
-    aiohttp_server = runner.server
-    assert aiohttp_server is not None
+    assert runner.server is not None
+    aiohttp_server = aiohttp_handlers(runner.server)
     # Not a ``web.SockSite``: connections start at a ``FrontDoor`` (see ``http_api.front``).
     server = await loop.create_server(
         lambda: FrontDoor(triggers, aiohttp_server), sock=sock, backlog=4096, ssl=ssl_context

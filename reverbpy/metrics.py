@@ -182,6 +182,13 @@ class HubCollector(Collector):
             ["endpoint", "app", "status"],
             w.http_requests.items(),
         )
+        yield _counter(
+            "reverbpy_bad_requests",
+            "Connections refused before routing: malformed, too large or too slow heads, and"
+            " heads evicted past REVERB_MAX_PENDING_HEADS",
+            ["reason"],
+            (((reason,), n) for reason, n in w.refused.items()),
+        )
         yield _histogram(
             "reverbpy_http_request_duration_seconds",
             "HTTP API request latency",

@@ -43,9 +43,6 @@ log = logging.getLogger("reverbpy.server")
 NODE = web.AppKey("node", Node)
 """The application's only key: what ``lifecycle.serve`` and the CLI need of a built app."""
 
-IDLE_SWEEP_EVERY = 10.0
-"""Seconds between checks of the front door's idle keep-alive and half-sent requests."""
-
 
 def sweep_interval(config: ServerConfig) -> float:
     """Often enough to act within a quarter of the shortest timeout (pings, pongs, and the
@@ -65,7 +62,7 @@ async def _timers(app: web.Application) -> AsyncIterator[None]:
     cache expiry) and the front door's idle connections, each at its own cadence."""
     node = app[NODE]
     hub, triggers = node.hub, node.triggers
-    interval = sweep_interval(node.config)
+    interval = min(sweep_interval(node.config), triggers.sweep_every)
 
     async def loop() -> None:
         last_idle_sweep = time.monotonic()
@@ -75,7 +72,7 @@ async def _timers(app: web.Application) -> AsyncIterator[None]:
             try:
                 liveness.sweep(hub.registry.apps.values(), now)
                 hub.tick(now)
-                if now - last_idle_sweep >= IDLE_SWEEP_EVERY:
+                if now - last_idle_sweep >= triggers.sweep_every:
                     last_idle_sweep = now
                     triggers.sweep(now)
             except Exception:  # one bad socket must not stop pings and timeouts for all
@@ -130,7 +127,9 @@ def create_app(config: ServerConfig) -> web.Application:
         outbox=outbox,
         sockets=sockets,
         webhooks=webhooks,
-        triggers=Triggers(http_api),
+        triggers=Triggers(
+            http_api, head_timeout=config.head_timeout, max_pending_heads=config.max_pending_heads
+        ),
         readiness=readiness,
         metrics=Metrics(hub, outbox, readiness, config),
     )

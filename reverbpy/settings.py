@@ -89,6 +89,8 @@ class _Settings(BaseSettings):
     server_path: str = ""
     max_request_size: int = Field(262_144, gt=0)
     max_write_buffer: int = Field(1_048_576, gt=0)
+    head_timeout: float = Field(20.0, gt=0)
+    max_pending_heads: int = Field(1000, gt=0)
     apps_file: Path | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -287,6 +289,8 @@ def load_config(
         path=settings.server_path,
         max_request_size=settings.max_request_size,
         max_write_buffer=settings.max_write_buffer,
+        head_timeout=settings.head_timeout,
+        max_pending_heads=settings.max_pending_heads,
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
         metrics_port=settings.metrics_port,

@@ -80,6 +80,7 @@ class Wire:
         "messages_in",
         "messages_out",
         "rate_limited",
+        "refused",
     )
 
     def __init__(self) -> None:
@@ -96,6 +97,7 @@ class Wire:
             lambda: Histogram(LATENCY_BUCKETS)
         )
         self.fanout = Histogram(FANOUT_BUCKETS)
+        self.refused: defaultdict[str, int] = defaultdict(int)
 
     # --- WebSocket side (websocket.py, connection.py, dispatch.py) ------------------------
 
@@ -146,6 +148,11 @@ class Wire:
         self.http_latency[endpoint].observe(seconds)
         if status == 429:
             self.rate_limited[app_id, "http_api"] += 1
+
+    def refuse(self, reason: str) -> None:
+        """A request refused before routing (``http_api.front``): malformed, too large, too
+        slow, or evicted past the pending-heads bound."""
+        self.refused[reason] += 1
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]

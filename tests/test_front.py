@@ -18,6 +18,7 @@ from reverbpy.http_api.front import (
     Triggers,
 )
 from reverbpy.protocol.auth import sign_request
+from reverbpy.protocol.http1 import HEAD_LIMIT
 from reverbpy.server import NODE, create_app
 from reverbpy.wire import WIRE
 
@@ -113,21 +114,90 @@ async def test_an_answer_awaiting_channel_info_is_drained_by_its_own_server_only
     assert answers(a_transport) == [(200, {"channels": {"c": {"subscription_count": 0}}}), (200, {})]
 
 
-def test_a_trickled_request_expires_from_its_first_byte() -> None:
+def test_a_trickled_head_expires_from_the_accept_whatever_its_method() -> None:
+    for first_line in (b"POST /apps/1/events HTTP/1.1\r\n", b"GET /app/k?protocol=7 HTTP/1.1\r\n"):
+        d, triggers, transport = door()
+        start = d.request_started
+        WIRE.reset()
+        for i in range(5):  # bytes keep coming, slowly: the deadline does not move
+            d.data_received(first_line[i : i + 1])
+        assert not d.expired(start + triggers.head_timeout - 1)
+        assert d.expired(start + triggers.head_timeout + 1)
+        triggers.sweep(start + triggers.head_timeout + 1)
+        assert transport.closed
+        assert WIRE.refused == {"head_timeout": 1}
+
+
+def test_a_connection_that_sends_nothing_gets_the_head_timeout_not_the_keep_alive() -> None:
     d, triggers, transport = door()
+    assert d.expired(d.request_started + triggers.head_timeout + 1)
+
+
+def test_a_trickled_body_expires_from_the_requests_first_byte() -> None:
+    d, triggers, transport = door()
+    d.data_received(b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{")
     start = d.request_started
-    for i in range(5):  # bytes keep coming, slowly: the deadline does not move
-        d.data_received(b"POST /apps/1/events HTTP/1.1\r\n"[i : i + 1])
+    assert d not in triggers.pending  # the head is in: the request timeout applies
     assert not d.expired(start + REQUEST_TIMEOUT - 1)
     assert d.expired(start + REQUEST_TIMEOUT + 1)
-    triggers.sweep(start + REQUEST_TIMEOUT + 1)
-    assert transport.closed
 
 
 def test_an_idle_keep_alive_connection_lasts_as_long_as_aiohttps() -> None:
     d, triggers, transport = door()
+    d.data_received(trigger())
+    assert answers(transport) == [(200, {})] and not transport.closed
     assert not d.expired(d.last_active + KEEPALIVE_TIMEOUT - 1)
     assert d.expired(d.last_active + KEEPALIVE_TIMEOUT + 1)
+    d.data_received(b"GET /up HT")  # a new request: its head timeout runs from its first byte
+    assert d.expired(d.last_active + triggers.head_timeout + 1)
+
+
+def test_a_head_is_handed_to_aiohttp_only_once_complete() -> None:
+    handed: list[bytes] = []
+
+    class Aiohttp:
+        def connection_made(self, transport: object) -> None:
+            pass
+
+        def data_received(self, data: bytes) -> None:
+            handed.append(data)
+
+    _, triggers, _ = door()
+    d = FrontDoor(triggers, Aiohttp)  # type: ignore[arg-type]
+    t: Any = Transport()
+    t.set_protocol = lambda protocol: None
+    d.connection_made(t)
+    upgrade = b"GET /app/k?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"
+    for i in range(len(upgrade) - 1):
+        d.data_received(upgrade[i : i + 1])
+    assert handed == [] and d in triggers.pending
+    d.data_received(upgrade[-1:])
+    assert handed == [upgrade] and d not in triggers.pending and d not in triggers.doors
+
+
+def test_a_head_past_the_limit_gets_431_and_a_close() -> None:
+    d, triggers, transport = door()
+    WIRE.reset()
+    d.data_received(b"GET / HTTP/1.1\r\nCookie: " + b"a" * HEAD_LIMIT)
+    assert answers(transport) == [(431, {"error": "Request head too large"})]
+    assert transport.closed and WIRE.refused == {"head_too_large": 1}
+
+
+def test_past_max_pending_heads_a_new_connection_closes_the_oldest_old_one() -> None:
+    config = ServerConfig(apps=(AppConfig(id="1", key="k", secret=Secret("s")),), max_pending_heads=3)
+    triggers = create_app(config)[NODE].triggers
+    WIRE.reset()
+    old = [open_door(triggers) for _ in range(3)]
+    for d, _, _ in old:
+        d.request_started -= 5  # waiting for 5 s already
+    open_door(triggers)
+    assert [t.closed for _, _, t in old] == [True, False, False]
+    assert WIRE.refused == {"too_many_pending_heads": 1}
+    # A burst of new connections evicts nobody young: three pending ones are not old yet.
+    young = [open_door(triggers) for _ in range(5)]
+    assert [t.closed for _, _, t in old] == [True, True, True]
+    assert not any(t.closed for _, _, t in young)
+    assert WIRE.refused == {"too_many_pending_heads": 3}
 
 
 def test_shutdown_closes_idle_connections_and_lets_a_request_finish() -> None:

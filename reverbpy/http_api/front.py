@@ -11,6 +11,14 @@ answers 413, or decodes them), anything unusual.
 Measured with the bench's 0-subscriber trigger scenario (``bench/RESULTS.md``): aiohttp's
 request machinery alone (routing, a request object and a task per request, middlewares, a
 response object) costs more than verifying and publishing the event.
+
+Every request's head is complete here before anyone reads it, whichever way it goes: a head
+must arrive within ``head_timeout`` (the first one from the connection's accept, later ones
+from their first byte), may not pass ``HEAD_LIMIT`` (431), and at most ``max_pending_heads``
+connections may be waiting for theirs (past it, each new connection closes the oldest waiting
+one, once it has waited a second: a slowloris client holds old half-heads, a storm of real
+ones is young). ``AiohttpHandler`` answers what llhttp then refuses with a JSON 400 and one
+debug line, counted in ``reverbpy_bad_requests``, not a logged traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from email.utils import formatdate
 from typing import Any, cast
 
 import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from reverbpy.http_api.events import info_answer
 from reverbpy.http_api.service import UNKNOWN, HttpApi, ServedApp
@@ -38,17 +49,21 @@ from reverbpy.protocol.api import (
     handle_trigger,
     signed_paths,
 )
-from reverbpy.protocol.http1 import Head, NotOurs, read_head
+from reverbpy.protocol.http1 import HEAD_LIMIT, Head, head_end, read_head
+from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.http_api")
 
 # aiohttp's own keep-alive default (also given to its runner): longer than the idle timeout of
 # any proxy in front, so the proxy, not the server, closes an idle upstream connection.
 KEEPALIVE_TIMEOUT = 3630.0
-REQUEST_TIMEOUT = 60.0  # from a request's first byte to its last (a trickled head or body)
+REQUEST_TIMEOUT = 60.0  # from a request's first byte to its last (a trickled body)
+IDLE_SWEEP_EVERY = 10.0  # seconds between checks of idle and trickling connections, at most
+EVICT_AFTER = 1.0  # seconds a head may be pending before a new connection can close it
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
             404: b"Not Found", 413: b"Payload Too Large", 429: b"Too Many Requests",
-            500: b"Internal Server Error"}  # fmt: skip
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error"}  # fmt: skip
+HEAD_TOO_LARGE: Answer = (431, b'{"error":"Request head too large"}')
 
 
 def response(status: int, body: bytes, keep_alive: bool, date: bytes) -> bytes:
@@ -67,10 +82,16 @@ def response(status: int, body: bytes, keep_alive: bool, date: bytes) -> bytes:
 class Triggers:
     """The front door of one server: its routes, its connections and their pending answers."""
 
-    def __init__(self, api: HttpApi) -> None:
+    def __init__(
+        self, api: HttpApi, *, head_timeout: float = 20.0, max_pending_heads: int = 1000
+    ) -> None:
         self.api = api
         self.max_request_size = api.max_request_size
+        self.head_timeout = head_timeout
+        self.max_pending_heads = max_pending_heads
         self.doors: set[FrontDoor] = set()
+        # Doors waiting for a complete head, oldest first (a dict is an ordered set).
+        self.pending: dict[FrontDoor, None] = {}
         self.stopping = False
         self._waiting: set[asyncio.Task[Answer]] = set()
         self._routes: dict[str, tuple[Route, str, tuple[str, ...]]] = {}
@@ -138,11 +159,31 @@ class Triggers:
             return self._ok
         return response(answer[0], answer[1], keep_alive, self._date)
 
+    @property
+    def sweep_every(self) -> float:
+        """Often enough that a half-sent head is closed within a quarter past its timeout."""
+        return min(IDLE_SWEEP_EVERY, self.head_timeout / 4)
+
     def sweep(self, now: float) -> None:
         """Close connections idle past ``KEEPALIVE_TIMEOUT``, or that take longer than
-        ``REQUEST_TIMEOUT`` to send a request (bytes trickled in do not extend it)."""
+        ``head_timeout`` to send a head or ``REQUEST_TIMEOUT`` a whole request (bytes trickled
+        in do not extend either)."""
         for door in [d for d in self.doors if d.expired(now)]:
+            if self.pending.pop(door, False) is None:
+                WIRE.refuse("head_timeout")
             door.close()
+
+    def admit(self, door: FrontDoor, now: float) -> None:
+        """A new connection waits for its first head; past ``max_pending_heads`` the oldest
+        waiting one goes, if it has waited ``EVICT_AFTER`` (a burst of real clients has not)."""
+        pending = self.pending
+        pending[door] = None
+        if len(pending) > self.max_pending_heads:
+            oldest = next(iter(pending))
+            if now - oldest.request_started > EVICT_AFTER:
+                del pending[oldest]
+                WIRE.refuse("too_many_pending_heads")
+                oldest.close()
 
     def shut_down(self) -> None:
         """Stop: idle connections close now; a request in progress gets its answer, with
@@ -173,6 +214,7 @@ class FrontDoor(asyncio.Protocol):
         "_blocked",
         "_buffer",
         "_busy",
+        "_scanned",
         "_transport",
         "_triggers",
         "last_active",
@@ -185,11 +227,13 @@ class FrontDoor(asyncio.Protocol):
         self._buffer = b""
         self._busy = False  # an answer is awaiting the cluster
         self._blocked = False  # the client does not read its answers
+        self._scanned = 0  # bytes of the buffered head searched for its end
         self.last_active = self.request_started = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
         self._triggers.doors.add(self)
+        self._triggers.admit(self, self.request_started)
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -197,7 +241,10 @@ class FrontDoor(asyncio.Protocol):
             self._buffer += data
         else:
             self._buffer = data
-            self.request_started = now
+            pending = self._triggers.pending
+            if self not in pending:  # a new request on a kept-alive connection
+                self.request_started = now
+                pending[self] = None
         self.last_active = now
         if not self._busy and not self._blocked:
             self._serve()
@@ -209,6 +256,8 @@ class FrontDoor(asyncio.Protocol):
     def expired(self, now: float) -> bool:
         if self._busy:
             return False
+        if self in self._triggers.pending:
+            return now - self.request_started > self._triggers.head_timeout
         if self._buffer:
             return now - self.request_started > REQUEST_TIMEOUT
         return now - self.last_active > KEEPALIVE_TIMEOUT
@@ -226,6 +275,7 @@ class FrontDoor(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._triggers.doors.discard(self)
+        self._triggers.pending.pop(self, None)
         self._buffer = b""
 
     def close(self) -> None:
@@ -235,10 +285,17 @@ class FrontDoor(asyncio.Protocol):
         triggers = self._triggers
         while self._buffer and not self._blocked and not self._transport.is_closing():
             buffer = self._buffer
+            if self in triggers.pending:
+                if head_end(buffer, self._scanned) < 0:
+                    self._scanned = len(buffer)
+                    if len(buffer) > HEAD_LIMIT:
+                        WIRE.refuse("head_too_large")
+                        self._reply(HEAD_TOO_LARGE, False)
+                    return
+                del triggers.pending[self]
+                self._scanned = 0
             head = read_head(buffer, triggers.paths)
-            if head is None:
-                return
-            if isinstance(head, NotOurs):
+            if not isinstance(head, Head):  # another route, another shape, or malformed
                 self._hand_off()
                 return
             end = head.body_start + head.content_length
@@ -249,6 +306,8 @@ class FrontDoor(asyncio.Protocol):
                 return
             self._buffer = buffer[end:]
             self.request_started = time.monotonic()
+            if self._buffer:  # pipelined: the next head is pending from now
+                triggers.pending[self] = None
             result = triggers.handle(head, buffer[head.body_start : end])
             keep_alive = head.keep_alive and not triggers.stopping
             if isinstance(result, tuple):
@@ -291,3 +350,38 @@ class FrontDoor(asyncio.Protocol):
         self._transport.set_protocol(handler)
         handler.connection_made(self._transport)
         handler.data_received(data)
+
+
+class AiohttpHandler(RequestHandler):
+    """aiohttp's connection handler, with one change: a request llhttp refuses (a malformed
+    head: Content-Length with Transfer-Encoding, obs-fold, a NUL byte...) gets a JSON 4xx and a
+    debug line, counted in ``reverbpy_bad_requests``. aiohttp logs each one as an error with a
+    traceback, so any unauthenticated client could fill the log and page an operator."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        reason = (exc.message or type(exc).__name__).splitlines()[0][:200]
+        WIRE.refuse("malformed")
+        log.debug("bad request from %s: %s", request.remote, reason)
+        answer = web.json_response({"error": f"Bad request: {reason}"}, status=status)
+        answer.force_close()
+        return answer
+
+
+def aiohttp_handlers(server: web.Server) -> Callable[[], asyncio.Protocol]:
+    """What the front door hands connections to: ``AiohttpHandler``s of ``server``, made as
+    ``server()`` makes its own (``web.Server.__call__``), with the runner's keyword arguments."""
+    loop = asyncio.get_running_loop()
+    kwargs = server._kwargs  # the arguments the runner gave its handlers
+
+    def handler() -> asyncio.Protocol:
+        return AiohttpHandler(server, loop=loop, **kwargs)
+
+    return handler

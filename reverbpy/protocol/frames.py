@@ -20,8 +20,12 @@ from typing import Final
 
 _TEXT_FIN = 0x81
 FRAME_COST: Final = 64
-"""Bytes each fragment counts against the message size limit besides its payload, so a
-message cannot be split into unboundedly many (even empty) fragments."""
+"""What each fragment of a message costs besides its payload (a bytes object and a list slot,
+rounded up): a message may have ``max(16, max_size // FRAME_COST)`` fragments (156 at the
+default 10,000), so it cannot be split into unboundedly many (even empty) ones. The payload
+limit itself does not depend on fragmentation: ``max_size`` bytes pass in one frame or in as
+many fragments as that, whatever their sizes."""
+MIN_FRAGMENTS: Final = 16
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -145,14 +149,24 @@ class FrameReader:
     are buffered, so a client cannot make the server hold more than that per socket.
     """
 
-    __slots__ = ("_buffer", "_fragments", "_opcode", "_size", "_utf8", "error", "max_size")
+    __slots__ = (
+        "_buffer",
+        "_fragments",
+        "_opcode",
+        "_overhead",
+        "_size",
+        "_utf8",
+        "error",
+        "max_size",
+    )
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self.error: FrameError | None = None
         self._buffer = b""
         self._fragments: list[bytes] | None = None
-        self._size = 0  # of the fragments so far, with FRAME_COST each
+        self._size = 0  # payload bytes of the fragments so far
+        self._overhead = 0  # FRAME_COST per fragment so far
         self._opcode = 0
         # While a text message comes in fragments: its incremental decoder, so invalid UTF-8
         # fails at the fragment that holds it (Autobahn 6.x "fail fast", as websockets does).
@@ -176,7 +190,7 @@ class FrameReader:
         self._buffer = b""
         self._fragments = None
         self._utf8 = None
-        self._size = 0
+        self._size = self._overhead = 0
 
     def _parse(self, data: bytes, messages: list[tuple[int, bytes]]) -> None:
         """Append the messages ``data`` completes; raise ``FrameError`` at a broken frame."""
@@ -224,15 +238,18 @@ class FrameReader:
             elif opcode == 0x0:
                 if self._fragments is None:
                     raise FrameError(CloseCode.PROTOCOL_ERROR, "Unexpected continuation frame")
+                self._overhead += FRAME_COST
+                if self._overhead > max(self.max_size, MIN_FRAGMENTS * FRAME_COST):
+                    raise FrameError(CloseCode.MESSAGE_TOO_BIG, "Too many fragments")
                 self._fragments.append(payload)
-                self._size += length + FRAME_COST
+                self._size += length
                 if self._utf8 is not None:
                     _check_utf8_fragment(self._utf8, payload, bool(first & 0x80))
                 if first & 0x80:
                     messages.append((self._opcode, b"".join(self._fragments)))
                     self._fragments = None
                     self._utf8 = None
-                    self._size = 0
+                    self._size = self._overhead = 0
             elif self._fragments is not None:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, "Expected a continuation frame")
             elif first & 0x80:
@@ -242,7 +259,8 @@ class FrameReader:
             else:
                 self._opcode = opcode
                 self._fragments = [payload]
-                self._size = length + FRAME_COST
+                self._size = length
+                self._overhead = FRAME_COST
                 if opcode == 0x1:
                     self._utf8 = _UTF8()
                     _check_utf8_fragment(self._utf8, payload, False)

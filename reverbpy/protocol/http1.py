@@ -6,6 +6,11 @@ the trigger itself. So the request head is read here, strictly: ``POST``, HTTP/1
 target without percent-escapes, one ``Host``, one ``Content-Length``, no ``Transfer-Encoding``, ``Expect`` or
 ``Upgrade``, well-formed header lines. Anything else, valid or not, is left to aiohttp, whose
 parser (llhttp) has the final say: this reader only ever narrows what it accepts.
+
+``head_end`` tells when a head of any shape is complete: the front door holds every request
+until then, so one head timeout and one bound on unfinished heads cover WebSocket upgrades and
+queries as well as triggers (a half-sent head handed to aiohttp would wait there for its
+keep-alive timeout, an hour).
 """
 
 from __future__ import annotations
@@ -15,6 +20,12 @@ from dataclasses import dataclass
 from typing import Final
 
 MAX_HEAD: Final = 8192
+"""The longest head the fast path reads; longer ones are aiohttp's (if under ``HEAD_LIMIT``)."""
+HEAD_LIMIT: Final = 65_536
+"""The longest head held for aiohttp (browsers' cookies included); longer ones get 431."""
+# The blank line ending a head, bare LF tolerated as llhttp may: a head is complete once one
+# of these is in, and then aiohttp, not this module, judges whatever is not a fast-path head.
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 # Framing or meaning the fast path does not handle: chunked bodies, 100-continue, protocol
 # switches, compressed bodies (aiohttp decompresses them before the body_md5 check).
 _REFUSED_HEADERS: Final = frozenset(
@@ -46,12 +57,19 @@ class NotOurs:
 NOT_OURS: Final = NotOurs()
 
 
+def head_end(buffer: bytes, scanned: int = 0) -> int:
+    """Where the head at the start of ``buffer`` ends (its blank line included), or -1 while it
+    is incomplete. ``scanned``: bytes already searched, so a trickled head costs linear time."""
+    found = _HEAD_END.search(buffer, max(0, scanned - 3))
+    return -1 if found is None else found.end()
+
+
 def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
     """The head at the start of ``buffer`` if it is a fast-path request for one of ``paths``;
     ``None`` while it is incomplete."""
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end < 0:
-        if len(buffer) >= MAX_HEAD or b"\n\n" in buffer or not b"POST ".startswith(buffer[:5]):
+        if len(buffer) >= MAX_HEAD or b"\n\n" in buffer:
             return NOT_OURS
         return None
     head = buffer[:end]

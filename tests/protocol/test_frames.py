@@ -7,6 +7,7 @@ import os
 import pytest
 
 from reverbpy.protocol.frames import (
+    FRAME_COST,
     FrameError,
     FrameReader,
     Opcode,
@@ -127,7 +128,7 @@ def test_reader_checks_that_text_is_utf8() -> None:
 
 
 def test_reader_bounds_the_number_of_fragments() -> None:
-    # Empty continuation frames add no payload, but each counts FRAME_COST bytes: a client
+    # Empty continuation frames add no payload, but each costs FRAME_COST bytes: a client
     # cannot make the server hold (and re-scan) an endless list of fragments.
     reader = FrameReader(max_size=10_000)
     flood = client_frame(Opcode.TEXT, b"", fin=False) + client_frame(Opcode.CONTINUATION, b"", fin=False) * 10_000
@@ -140,6 +141,31 @@ def test_reader_bounds_the_number_of_fragments() -> None:
     data += b"".join(client_frame(Opcode.CONTINUATION, p, fin=False) for p in parts[1:-1])
     data += client_frame(Opcode.CONTINUATION, parts[-1])
     assert reader.feed(data) == [(Opcode.TEXT, b"a" * 5000)]
+
+
+def test_the_size_limit_is_the_payloads_however_it_is_fragmented() -> None:
+    # 10,000 bytes pass as one frame, as two, or as max_size // FRAME_COST fragments; a byte
+    # more fails every way; one fragment more than that fails however small the payload.
+    message = b"a" * 10_000
+    for count in (1, 2, 10_000 // FRAME_COST):
+        size = -(-len(message) // count)
+        parts = [message[i : i + size] for i in range(0, len(message), size)]
+        reader = FrameReader(max_size=10_000)
+        assert reader.feed(fragmented(parts)) == [(Opcode.TEXT, message)], count
+        reader = FrameReader(max_size=10_000)
+        assert reader.feed(fragmented([*parts, b"a"])) == [] and reader.error is not None
+        assert reader.error.reason == "Maximum message size exceeded"
+    reader = FrameReader(max_size=10_000)
+    assert reader.feed(fragmented([b""] * (10_000 // FRAME_COST + 1))) == []
+    assert reader.error is not None and (reader.error.code, reader.error.reason) == (1009, "Too many fragments")
+
+
+def fragmented(parts: list[bytes]) -> bytes:
+    if len(parts) == 1:
+        return client_frame(Opcode.TEXT, parts[0])
+    data = client_frame(Opcode.TEXT, parts[0], fin=False)
+    data += b"".join(client_frame(Opcode.CONTINUATION, p, fin=False) for p in parts[1:-1])
+    return data + client_frame(Opcode.CONTINUATION, parts[-1])
 
 
 def test_reader_returns_what_was_whole_before_a_broken_frame() -> None:

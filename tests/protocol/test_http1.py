@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reverbpy.protocol.http1 import MAX_HEAD, NOT_OURS, Head, read_head
+from reverbpy.protocol.http1 import MAX_HEAD, NOT_OURS, Head, head_end, read_head
 
 PATHS = frozenset({b"/apps/1/events", b"/apps/1/batch_events"})
 
@@ -63,10 +63,24 @@ def test_connection_close_and_incomplete_heads() -> None:
         request("Content-Length: 2", "Content-Type: a", "content-type: b"),
         request("Content-Length: 2", target="/apps/1/events?a=\x01"),
         request("Content-Length: 2", "X-A: caf\u00e9"),
-        b"GET / HTTP/1.1\r\n",  # rejected from its first bytes, without waiting for the end
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"POST /apps/1/events HTTP/1.1\n\n",  # bare LF line ends
         b"POST /apps/1/events?" + b"a" * MAX_HEAD,  # an endless head
     ],
 )
 def test_left_to_aiohttp(data: bytes) -> None:
     assert read_head(data, PATHS) is NOT_OURS
+
+
+def test_a_head_of_any_method_is_complete_only_at_its_blank_line() -> None:
+    """The front door holds every head until ``head_end`` finds its end, whatever its method."""
+    whole = b"GET /app/k HTTP/1.1\r\nHost: x\r\n\r\nnext"
+    assert all(read_head(whole[:cut], PATHS) is None for cut in range(1, whole.index(b"\r\n\r\n")))
+    scanned = 0
+    for cut in range(1, len(whole) + 1):  # trickled byte by byte, each byte searched once
+        end = head_end(whole[:cut], scanned)
+        if end >= 0:
+            break
+        scanned = cut
+    assert end == whole.index(b"next")
+    assert head_end(b"GET / HTTP/1.1\nHost: x\n\n") == 24  # bare LF: complete, aiohttp judges

@@ -56,7 +56,7 @@ def test_a_pong_is_reported_and_not_answered() -> None:
 
 
 def test_a_ping_between_fragments_is_reported_first_and_answered() -> None:
-    ws = ServerProtocol(1000)  # each fragment counts FRAME_COST bytes
+    ws = ServerProtocol(1000)
     data = (
         client_frame(TEXT, b'{"ev', fin=False)
         + client_frame(PING, b"between")
