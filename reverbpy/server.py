@@ -121,6 +121,7 @@ def create_app(config: ServerConfig) -> web.Application:
     http_api = HttpApi(hub, config)
     readiness = Readiness()
     sockets = Sockets()
+    websocket = WebSocketHandler(hub, outbox, sockets)
     node = Node(
         config=config,
         hub=hub,
@@ -128,7 +129,12 @@ def create_app(config: ServerConfig) -> web.Application:
         sockets=sockets,
         webhooks=webhooks,
         triggers=Triggers(
-            http_api, head_timeout=config.head_timeout, max_pending_heads=config.max_pending_heads
+            http_api,
+            head_timeout=config.head_timeout,
+            max_pending_heads=config.max_pending_heads,
+            # Behind trusted proxies, upgrades go through aiohttp and its X-Forwarded-For
+            # middleware, so that the client's address is the one behind the proxy.
+            upgrade=None if config.trusted_proxies else websocket.accept,
         ),
         readiness=readiness,
         metrics=Metrics(hub, outbox, readiness, config),
@@ -142,7 +148,7 @@ def create_app(config: ServerConfig) -> web.Application:
     middlewares += [refuse_while_draining(readiness), json_errors]
     app = web.Application(middlewares=middlewares, client_max_size=config.max_request_size)
     app[NODE] = node
-    app.add_routes(routes(http_api, WebSocketHandler(hub, outbox, sockets)))
+    app.add_routes(routes(http_api, websocket))
     app.router.add_get(f"{config.path}/ready", ready_handler(readiness))
     if config.metrics_port is None:
         app.router.add_get(f"{config.path}/metrics", node.metrics.handle)

@@ -1,7 +1,10 @@
-"""The aiohttp handler for ``{path}/app/{key}``: checks at the door, then session actions.
+"""Every socket's way in (``accept``), and then its ``Listener``: checks at the door, session
+actions.
 
-aiohttp parses the upgrade request and runs the middlewares; after the handshake the socket
-is a ``connection.Connection`` and this module is its ``Listener``.
+Two roads lead to ``accept``: the front door (``http_api.front``) reads a plain upgrade head
+itself (``protocol.http1.read_upgrade``); any other upgrade request goes through aiohttp, its
+middlewares and ``handle``, which takes the socket over from it. After the handshake the socket
+is a ``connection.Connection`` either way.
 
 Errors found before the connection is established (unknown app, protocol version, origin,
 quota) are rendered as ``pusher:error`` followed by a close with the same 4xxx code, so
@@ -26,6 +29,7 @@ from reverbpy.hub import Hub
 from reverbpy.protocol import messages
 from reverbpy.protocol.errors import ErrorCode, PusherError, SubscriptionError, invalid_message
 from reverbpy.protocol.frames import Opcode, handshake_response, valid_key
+from reverbpy.protocol.http1 import Upgrade
 from reverbpy.protocol.session import (
     Action,
     Close,
@@ -62,15 +66,14 @@ def origin_allowed(app: AppConfig, origin: str | None) -> bool:
     return any(fnmatchcase(host, pattern) for pattern in app.allowed_origins)
 
 
-def _door_check(
-    request: web.Request, state: AppState | None, key: str, others: int = 0
-) -> PusherError | None:
+def _door_check(state: AppState | None, upgrade: Upgrade, others: int = 0) -> PusherError | None:
+    key = upgrade.key
     if state is None:
         return PusherError(ErrorCode.APP_NOT_FOUND, f"App key {key} does not exist.", fatal=True)
     app = state.app
     if not app.enabled:
         return PusherError(ErrorCode.APP_DISABLED, "Application disabled", fatal=True)
-    protocol = request.query.get("protocol")
+    protocol = upgrade.protocol
     if protocol is None:
         return PusherError(ErrorCode.NO_PROTOCOL, "No protocol version supplied", fatal=True)
     if not protocol.isdigit():
@@ -79,7 +82,7 @@ def _door_check(
         return PusherError(
             ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}", fatal=True
         )
-    if not origin_allowed(app, request.headers.get("Origin")):
+    if not origin_allowed(app, upgrade.origin):
         return PusherError(ErrorCode.UNAUTHORIZED, "Origin not allowed", fatal=True)
     # Cluster-wide with Redis: the other nodes' counts are refreshed by the adapter's heartbeat.
     if app.max_connections is not None and len(state.connections) + others >= app.max_connections:
@@ -151,23 +154,39 @@ class WebSocketHandler:
         self.sockets = sockets
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Answer the upgrade and hand the socket to a ``Connection``; returns at once."""
+        """aiohttp's road: answer the upgrade and hand the socket to a ``Connection``."""
         not_accepted = _handshake_error(request)
         if not_accepted is not None:
             return not_accepted
-        key = request.match_info["key"]
-        state = self.hub.registry.by_key(key)
-        others = self.hub.adapter.other_connections(state) if state is not None else 0
-        refused = _door_check(request, state, key, others)
         taken = _take_over(request)
         if taken is None:
             return _Detached(status=499)  # nothing to answer: the client is gone
         transport, tail = taken
-        transport.write(handshake_response(request.headers["Sec-WebSocket-Key"]))
+        headers = request.headers
+        upgrade = Upgrade(
+            key=request.match_info["key"],
+            protocol=request.query.get("protocol"),
+            origin=headers.get("Origin"),
+            ws_key=headers["Sec-WebSocket-Key"],
+            head_size=0,
+        )
+        self.accept(transport, upgrade, tail, request.remote)
+        return _Detached(status=101)
+
+    def accept(
+        self, transport: asyncio.Transport, upgrade: Upgrade, tail: bytes, remote: str | None
+    ) -> None:
+        """The 101, then a ``Connection`` with ``connection_established`` or, refused at the
+        door, ``pusher:error`` and a close with its code. ``tail``: bytes the client sent
+        after its head (a pipelining client's first frames)."""
+        state = self.hub.registry.by_key(upgrade.key)
+        others = self.hub.adapter.other_connections(state) if state is not None else 0
+        refused = _door_check(state, upgrade, others)
+        transport.write(handshake_response(upgrade.ws_key))
         if refused is not None or state is None:
             assert refused is not None  # state is None implies a refusal
             Refused(transport, refused.code, refused.message)
-            return _Detached(status=101)
+            return
         socket_id = new_socket_id()
         now = time.monotonic()
         session = Session(state, socket_id, time.monotonic)
@@ -176,9 +195,8 @@ class WebSocketHandler:
         )
         self.hub.connect(state, conn)
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
-        WIRE.connected(conn, request.remote)
+        WIRE.connected(conn, remote)
         conn.start(tail)
-        return _Detached(status=101)
 
     # --- Listener --------------------------------------------------------------------------
 

@@ -212,3 +212,35 @@ def test_shutdown_closes_idle_connections_and_lets_a_request_finish() -> None:
     busy.data_received(b"{}")  # unsigned: 401, then the connection closes
     assert busy_transport.writes and b"Connection: close" in busy_transport.writes[0]
     assert busy_transport.closed
+
+
+def test_a_plain_upgrade_is_accepted_at_the_door_and_others_go_to_aiohttp() -> None:
+    config = ServerConfig(apps=(AppConfig(id="1", key="k", secret=Secret("s")),))
+    triggers = create_app(config)[NODE].triggers
+    accepted: list[tuple[str, bytes]] = []
+    triggers.upgrade = lambda transport, upgrade, tail, remote: accepted.append((upgrade.key, tail))
+    handed: list[bytes] = []
+
+    class Aiohttp:
+        def connection_made(self, transport: object) -> None:
+            pass
+
+        def data_received(self, data: bytes) -> None:
+            handed.append(data)
+
+    def knock(data: bytes) -> FrontDoor:
+        d = FrontDoor(triggers, Aiohttp)  # type: ignore[arg-type]
+        t: Any = Transport()
+        t.set_protocol = lambda protocol: None
+        d.connection_made(t)
+        d.data_received(data)
+        return d
+
+    head = b"GET /app/k?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    d = knock(head + b"\x81")
+    assert accepted == [("k", b"\x81")] and handed == []
+    assert d not in triggers.doors and d not in triggers.pending
+    knock(head.replace(b"13", b"8"))  # a handshake error: aiohttp's 426
+    triggers.stopping = True
+    knock(head)  # draining: aiohttp's middleware answers 503
+    assert len(accepted) == 1 and len(handed) == 2

@@ -49,7 +49,7 @@ from reverbpy.protocol.api import (
     handle_trigger,
     signed_paths,
 )
-from reverbpy.protocol.http1 import HEAD_LIMIT, Head, head_end, read_head
+from reverbpy.protocol.http1 import HEAD_LIMIT, Head, Upgrade, head_end, read_head, read_upgrade
 from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.http_api")
@@ -79,13 +79,25 @@ def response(status: int, body: bytes, keep_alive: bool, date: bytes) -> bytes:
     )
 
 
+Upgrader = Callable[[asyncio.Transport, Upgrade, bytes, str | None], None]
+"""Takes a connection whose head is a plain WebSocket upgrade (``websocket.accept``): the
+transport, the head read, the bytes after it, the client's address."""
+
+
 class Triggers:
     """The front door of one server: its routes, its connections and their pending answers."""
 
     def __init__(
-        self, api: HttpApi, *, head_timeout: float = 20.0, max_pending_heads: int = 1000
+        self,
+        api: HttpApi,
+        *,
+        head_timeout: float = 20.0,
+        max_pending_heads: int = 1000,
+        upgrade: Upgrader | None = None,
     ) -> None:
         self.api = api
+        self.upgrade = upgrade
+        self.upgrade_prefix = api.prefix.encode()
         self.max_request_size = api.max_request_size
         self.head_timeout = head_timeout
         self.max_pending_heads = max_pending_heads
@@ -296,7 +308,12 @@ class FrontDoor(asyncio.Protocol):
                 self._scanned = 0
             head = read_head(buffer, triggers.paths)
             if not isinstance(head, Head):  # another route, another shape, or malformed
-                self._hand_off()
+                if buffer[:4] == b"GET " and triggers.upgrade and not triggers.stopping:
+                    upgrade = read_upgrade(buffer, triggers.upgrade_prefix)
+                    if isinstance(upgrade, Upgrade):
+                        self._upgrade(triggers.upgrade, upgrade)
+                        return
+                self._hand_off()  # while stopping, aiohttp answers upgrades 503
                 return
             end = head.body_start + head.content_length
             if head.content_length > triggers.max_request_size:
@@ -341,6 +358,16 @@ class FrontDoor(asyncio.Protocol):
                 self._serve()
 
         self._triggers.wait_for(pending).add_done_callback(done)
+
+    def _upgrade(self, accept: Upgrader, upgrade: Upgrade) -> None:
+        """From this request on, the connection is a WebSocket's, without aiohttp."""
+        self._triggers.doors.discard(self)
+        tail, self._buffer = self._buffer[upgrade.head_size :], b""
+        remote = None
+        if WIRE.debug:  # only the debug log line names the client
+            peer = self._transport.get_extra_info("peername")
+            remote = peer[0] if isinstance(peer, tuple) else peer
+        accept(self._transport, upgrade, tail, remote)
 
     def _hand_off(self) -> None:
         """From this request on, the connection is aiohttp's."""

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from reverbpy.protocol.frames import valid_key
+
 MAX_HEAD: Final = 8192
 """The longest head the fast path reads; longer ones are aiohttp's (if under ``HEAD_LIMIT``)."""
 HEAD_LIMIT: Final = 65_536
@@ -39,6 +41,7 @@ _SINGLETONS: Final = frozenset(
 # Printable ASCII and HTAB only, line ends aside: control bytes, NUL and obs-text go to llhttp.
 _ODD_BYTE: Final = re.compile(rb"[^\t\r\n\x20-\x7e]")
 _TOKEN: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_APP_KEY: Final = re.compile(rb"[A-Za-z0-9_.~-]+")  # other keys are aiohttp's to match
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +111,81 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
     if content_length < 0 or b"host" not in seen:
         return NOT_OURS
     return Head(path.decode(), query.decode(), end + 4, content_length, keep_alive)
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A WebSocket upgrade to ``{path}/app/{key}`` whose head is in plain, unambiguous shape."""
+
+    key: str
+    protocol: str | None
+    """The ``protocol`` query parameter (Pusher's protocol version), the first if repeated."""
+    origin: str | None
+    ws_key: str
+    head_size: int
+
+
+# Headers an upgrade reads, each at most once here (a repeat is aiohttp's to judge).
+_UPGRADE_HEADERS: Final = frozenset(
+    {b"upgrade", b"connection", b"sec-websocket-version", b"sec-websocket-key", b"origin"}
+)
+
+
+def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
+    """The complete head at the start of ``buffer`` if it is a well-formed WebSocket upgrade
+    for ``{prefix}/app/{key}``: ``GET``, HTTP/1.1, one ``Host``, ``Upgrade: websocket``,
+    ``Connection`` naming ``upgrade``, version 13, a valid key, no body, no percent-escapes.
+
+    Anything else, including every handshake error aiohttp answers (400, 426), is left to it,
+    so this reader only narrows what aiohttp accepts, as ``read_head`` does for triggers.
+    """
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+    if end < 0:
+        return NOT_OURS
+    head = buffer[:end]
+    if _ODD_BYTE.search(head) or b"%" in head.partition(b"\r\n")[0]:
+        return NOT_OURS
+    lines = head.split(b"\r\n")
+    request_line = lines[0].split(b" ")
+    if len(request_line) != 3 or request_line[0] != b"GET" or request_line[2] != b"HTTP/1.1":
+        return NOT_OURS
+    path, _, query = request_line[1].partition(b"?")
+    start = prefix + b"/app/"
+    key = path[len(start) :]
+    if not path.startswith(start) or not _APP_KEY.fullmatch(key) or key in (b".", b".."):
+        return NOT_OURS
+    if b"#" in query or b"+" in query:  # aiohttp would cut or decode them
+        return NOT_OURS
+    seen: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or b"\n" in line or b"\r" in line or not _TOKEN.fullmatch(name):
+            return NOT_OURS
+        name = name.lower()
+        if name in _SINGLETONS or name in _UPGRADE_HEADERS:
+            if name in seen:
+                return NOT_OURS
+            seen[name] = value.strip(b" \t")
+        elif name == b"transfer-encoding":
+            return NOT_OURS
+    if (
+        b"host" not in seen
+        or b"content-length" in seen
+        or seen.get(b"upgrade", b"").lower() != b"websocket"
+        or b"upgrade" not in seen.get(b"connection", b"").lower()
+        or seen.get(b"sec-websocket-version") != b"13"
+    ):
+        return NOT_OURS
+    ws_key = seen.get(b"sec-websocket-key", b"").decode()
+    if not valid_key(ws_key):
+        return NOT_OURS
+    protocol = None
+    for pair in query.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        if name == b"protocol":
+            protocol = value.decode()
+            break
+    origin = seen.get(b"origin")
+    return Upgrade(
+        key.decode(), protocol, None if origin is None else origin.decode(), ws_key, end + 4
+    )

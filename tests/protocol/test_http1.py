@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from reverbpy.protocol.http1 import MAX_HEAD, NOT_OURS, Head, head_end, read_head
+from reverbpy.protocol.http1 import (
+    MAX_HEAD,
+    NOT_OURS,
+    Head,
+    Upgrade,
+    head_end,
+    read_head,
+    read_upgrade,
+)
 
 PATHS = frozenset({b"/apps/1/events", b"/apps/1/batch_events"})
 
@@ -84,3 +92,50 @@ def test_a_head_of_any_method_is_complete_only_at_its_blank_line() -> None:
         scanned = cut
     assert end == whole.index(b"next")
     assert head_end(b"GET / HTTP/1.1\nHost: x\n\n") == 24  # bare LF: complete, aiohttp judges
+
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def upgrade(*headers: str, line: str = "GET /app/key-1?protocol=7&client=js&version=8.4.0 HTTP/1.1") -> bytes:
+    base = ["Host: x", "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13", f"Sec-WebSocket-Key: {WS_KEY}"]
+    names = {h.split(":")[0].lower() for h in headers}
+    kept = [h for h in base if h.split(":")[0].lower() not in names]
+    return ("\r\n".join([line, *kept, *(h for h in headers if not h.endswith(": -"))]) + "\r\n\r\n").encode()
+
+
+def test_a_plain_upgrade_is_read_for_the_front_door() -> None:
+    data = upgrade("Origin: https://a.test", "Connection: keep-alive, Upgrade", "User-Agent: x") + b"\x81\x80tail"
+    assert read_upgrade(data, b"") == Upgrade("key-1", "7", "https://a.test", WS_KEY, data.index(b"\x81"))
+    assert read_upgrade(upgrade(line="GET /ws/app/k HTTP/1.1"), b"/ws") == Upgrade("k", None, None, WS_KEY, len(upgrade(line="GET /ws/app/k HTTP/1.1")))
+    # The door's own checks (protocol version, origin, key) are the handler's: read as given.
+    assert read_upgrade(upgrade(line="GET /app/nokey?protocol=x&protocol=7 HTTP/1.1"), b"") == Upgrade("nokey", "x", None, WS_KEY, len(upgrade(line="GET /app/nokey?protocol=x&protocol=7 HTTP/1.1")))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        upgrade("Sec-WebSocket-Version: 8"),  # aiohttp answers 426
+        upgrade("Sec-WebSocket-Key: short"),
+        upgrade("Sec-WebSocket-Key: -"),
+        upgrade("Upgrade: h2c"),
+        upgrade("Connection: keep-alive"),
+        upgrade("Host: -"),
+        upgrade("Origin: a", "origin: b"),
+        upgrade("Content-Length: 0"),
+        upgrade("Transfer-Encoding: chunked"),
+        upgrade(line="GET /app/k%65y HTTP/1.1"),  # aiohttp decodes escapes
+        upgrade(line="GET /app/k?protocol=7+1 HTTP/1.1"),
+        upgrade(line="GET /app/.. HTTP/1.1"),
+        upgrade(line="GET /app/a/b HTTP/1.1"),
+        upgrade(line="GET /app/ HTTP/1.1"),
+        upgrade(line="GET /other/app/k HTTP/1.1"),
+        upgrade(line="POST /app/k HTTP/1.1"),
+        upgrade(line="GET /app/k HTTP/1.0"),
+        upgrade("X-A: nul\x00"),
+        upgrade(" folded: x"),
+        b"GET /app/k HTTP/1.1\nHost: x\n\n",
+    ],
+)
+def test_any_other_upgrade_is_left_to_aiohttp(data: bytes) -> None:
+    assert read_upgrade(data, b"") is NOT_OURS
