@@ -135,8 +135,10 @@ def wait_quiet(max_wait: float, threshold: float = 25.0) -> float:
             warned = True
 
 
-def signed_trigger(port: int, data: str, channel: str = "bench") -> int:
-    body = json.dumps({"name": "ev", "channel": channel, "data": data}, separators=(",", ":")).encode()
+def signed_trigger(port: int, data: str, channel: str = "bench", channels: list[str] | None = None) -> int:
+    """One event to `channel`, or to `channels` (at most 100, the HTTP API's limit per event)."""
+    target: dict[str, Any] = {"channels": channels} if channels else {"channel": channel}
+    body = json.dumps({"name": "ev", **target, "data": data}, separators=(",", ":")).encode()
     q = (
         f"auth_key={APP_KEY}&auth_timestamp={int(time.time())}&auth_version=1.0"
         f"&body_md5={hashlib.md5(body).hexdigest()}"
@@ -425,9 +427,10 @@ def sc_presence(server: Server, pr: Profile) -> dict[str, Any]:
                    warmup=pr.warmup, duration=pr.duration, drain=2)
 
 
-def sc_connections(server: Server, pr: Profile) -> dict[str, Any]:
-    """~19,900 idle subscribed sockets opened at 2,000/s from several processes and source addresses."""
-    nproc, total, rate = pr.idle_procs, pr.idle_conns, 2000.0
+def sc_connections(server: Server, pr: Profile, *, channels: int = 1, rate: float = 2000.0) -> dict[str, Any]:
+    """~19,900 idle subscribed sockets opened at `rate`/s from several processes and source
+    addresses, all on one channel or spread over `channels` (what real apps do)."""
+    nproc, total = pr.idle_procs, pr.idle_conns
     per = [total // nproc + (1 if i < total % nproc else 0) for i in range(nproc)]
     sampler = Sampler(server)
     time.sleep(0.5)
@@ -436,7 +439,7 @@ def sc_connections(server: Server, pr: Profile) -> dict[str, Any]:
     for i, n in enumerate(per):
         srcs = ",".join(f"127.0.{i + 1}.{j}" for j in range(2, 6))
         cmd = gen_cmd(server, mode="idle", subs=n, conn_rate=rate / nproc, src=srcs, expect=1, wait=10,
-                      setup_timeout=max(30, 3 * total / rate), dump=1)
+                      setup_timeout=max(30, 3 * total / rate), dump=1, channels=channels)
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile))
     t0 = time.monotonic()
     ready = []
@@ -448,7 +451,8 @@ def sc_connections(server: Server, pr: Profile) -> dict[str, Any]:
     time.sleep(2)  # let the server settle before reading its RSS
     sampler.mark("after")
     t_trig = time.monotonic_ns()
-    status = signed_trigger(server.port, f"@ts{t_trig}@")
+    names = [f"bench-{i}" for i in range(channels)] if channels > 1 else None
+    status = signed_trigger(server.port, f"@ts{t_trig}@", channels=names)
     results = []
     for p in procs:
         out, err = p.communicate(timeout=60)
@@ -481,7 +485,21 @@ def sc_connections(server: Server, pr: Profile) -> dict[str, Any]:
         "trigger_lat": lat,
         "gen_cpu_total_s": round(sum(r.get("gen_cpu_total_s", 0) for r in results), 2),
         "server_cpu_s": round(sampler.marks["end"]["cpu"] - before["cpu"], 2),
+        # Server CPU from the first connect to all subscribed (and 2 s idle), per socket.
+        "cpu_us_per_conn": round(1e6 * (after["cpu"] - before["cpu"]) / subscribed, 1) if subscribed else None,
+        "connect_cpu_pct": round(100 * (after["cpu"] - before["cpu"]) / max(0.001, after["t"] - before["t"] - 2), 1),
     }
+
+
+def sc_connections100(server: Server, pr: Profile) -> dict[str, Any]:
+    """The same sockets spread over 100 channels at 2,000/s."""
+    return sc_connections(server, pr, channels=100)
+
+
+def sc_storm(server: Server, pr: Profile) -> dict[str, Any]:
+    """A reconnect storm: the same sockets over 100 channels, opened at 10,000/s (a deploy or a
+    network blip that reconnects every client at once)."""
+    return sc_connections(server, pr, channels=100, rate=10_000.0)
 
 
 def sc_selfcheck(pr: Profile) -> dict[str, Any]:
@@ -504,6 +522,8 @@ SCENARIOS = {
     "fanout": sc_fanout,
     "latency": sc_latency,
     "connections": sc_connections,
+    "connections100": sc_connections100,
+    "storm": sc_storm,
     "http0": sc_http0,
     "http100": sc_http100,
     "client-events": sc_client_events,
@@ -535,6 +555,20 @@ METRICS: list[tuple[str, str, Any, str, bool, float | None]] = [
     ("connections", "conns KiB RSS/conn", lambda r: r.get("kib_per_conn"), "KiB", False, None),
     ("connections", "conns trigger delivered", lambda r: r.get("trigger_delivered"), "", True, None),
     ("connections", "conns trigger max latency", lambda r: r.get("trigger_lat", {}).get("max_ms"), "ms", False, None),
+    ("connections", "conns server CPU us/conn", lambda r: r.get("cpu_us_per_conn"), "us", False, None),
+    ("connections100", "100 ch: conns subscribed", lambda r: r.get("subscribed"), "", True, None),
+    ("connections100", "100 ch: handshake p99", lambda r: r.get("handshake", {}).get("p99_ms"), "ms", False, 1.0),
+    ("connections100", "100 ch: subscribe p99", lambda r: r.get("subscribe", {}).get("p99_ms"), "ms", False, None),
+    ("connections100", "100 ch: server CPU us/conn", lambda r: r.get("cpu_us_per_conn"), "us", False, 1.0),
+    ("connections100", "100 ch: server CPU in connect phase", lambda r: r.get("connect_cpu_pct"), "%", False, None),
+    ("connections100", "100 ch: KiB RSS/conn", lambda r: r.get("kib_per_conn"), "KiB", False, None),
+    ("connections100", "100 ch: trigger delivered", lambda r: r.get("trigger_delivered"), "", True, None),
+    ("storm", "storm: conns subscribed", lambda r: r.get("subscribed"), "", True, None),
+    ("storm", "storm: connect rate", lambda r: r.get("connect_rate"), "/s", True, 1.0),
+    ("storm", "storm: handshake p50", lambda r: r.get("handshake", {}).get("p50_ms"), "ms", False, None),
+    ("storm", "storm: handshake p99", lambda r: r.get("handshake", {}).get("p99_ms"), "ms", False, 1.0),
+    ("storm", "storm: server CPU us/conn", lambda r: r.get("cpu_us_per_conn"), "us", False, None),
+    ("storm", "storm: trigger delivered", lambda r: r.get("trigger_delivered"), "", True, None),
     ("http0", "triggers/s, 0 subs", lambda r: r.get("accepted_per_s"), "/s", True, 1.0),
     ("http0", "triggers per server CPU-s, 0 subs", lambda r: per_cpu(r, "accepted_per_s"), "/s", True, None),
     ("http0", "trigger p99, 0 subs", lambda r: r.get("http_lat", {}).get("p99_ms"), "ms", False, None),
@@ -804,8 +838,8 @@ def summary(sc: str, r: dict[str, Any]) -> str:
         "http100": ["accepted_per_s", "deliveries_per_s", "lost", "server_cpu_pct", "gen_cpu_pct"],
         "client-events": ["relayed_per_s", "server_cpu_pct", "gen_cpu_pct", "ws_errors"],
         "presence": ["joins_per_s", "member_added_watchers_per_s", "server_cpu_pct", "ws_errors"],
-        "connections": ["subscribed", "connect_rate", "kib_per_conn", "trigger_delivered", "conn_errors"],
-    }[sc]
+        "connections": ["subscribed", "connect_rate", "kib_per_conn", "cpu_us_per_conn", "trigger_delivered", "conn_errors"],
+    }[sc if sc in ("fanout", "latency", "http0", "http100", "client-events", "presence") else "connections"]
     parts = [f"{k}={fmt(r.get(k))}" for k in keys]
     for h in ("lat", "http_lat", "handshake", "join"):
         if isinstance(r.get(h), dict) and r[h].get("n"):

@@ -10,8 +10,9 @@
  *   pub       N subscribers on one public channel + C keep-alive HTTP publishers (bounded
  *             in-flight: one request per connection; bounded undelivered backlog; fixed rate
  *             or as fast as accepted). Fanout, fixed-rate latency and http scenarios.
- *   idle      N subscribers opened at R/s over several source addresses; prints a READY line
- *             when all are subscribed, then waits for one event on every socket.
+ *   idle      N subscribers opened at R/s over several source addresses, on one channel or
+ *             spread over --channels K (socket i joins "<channel>-<i mod K>"); prints a READY
+ *             line when all are subscribed, then waits for one event on every socket.
  *   pairs     P pairs of sockets on private channels relaying client events (window W each).
  *   presence  W watchers + C churners on one presence channel; churners leave and re-join.
  *   blast     a trivial WebSocket server that floods subscribers with small event frames,
@@ -117,7 +118,7 @@ static void h_json(FILE *f, const char *name, const hist *h) {
 static const char *o_mode = "pub", *o_host = "127.0.0.1", *o_key = "app-key", *o_secret = "app-secret",
                   *o_app = "app-id", *o_channel = "bench", *o_src = "";
 static int o_port = 6001, o_subs = 0, o_pubconns = 0, o_backlog = 32, o_pairs = 200, o_window = 4,
-           o_watchers = 20, o_churners = 50, o_expect = 1, o_payload = 0;
+           o_watchers = 20, o_churners = 50, o_expect = 1, o_payload = 0, o_channels = 1;
 static double o_rate = 0, o_warmup = 2, o_duration = 10, o_drain = 5, o_conn_rate = 0, o_setup_timeout = 60,
               o_wait = 30;
 
@@ -509,7 +510,11 @@ static void on_event_frame(conn *c, const char *p, size_t n, int64_t now) {
         c->state = S_OPEN;
         c_est++;
         h_add(&h_hs, now - c->t_start);
-        if (c->role == R_SUB) subscribe_public(c, o_channel);
+        if (c->role == R_SUB && o_channels > 1) {
+            char ch[96];
+            snprintf(ch, sizeof ch, "%s-%d", o_channel, c->idx % o_channels);
+            subscribe_public(c, ch);
+        } else if (c->role == R_SUB) subscribe_public(c, o_channel);
         else if (c->role == R_PAIR) {
             char ch[64];
             snprintf(ch, sizeof ch, "private-bench-%d", c->idx / 2);
@@ -796,7 +801,7 @@ static void opt_parse(int argc, char **argv) {
         S("mode", o_mode) S("host", o_host) S("key", o_key) S("secret", o_secret) S("app-id", o_app)
         S("channel", o_channel) S("src", o_src) I("port", o_port) I("subs", o_subs) I("pubconns", o_pubconns)
         I("backlog", o_backlog) I("pairs", o_pairs) I("window", o_window) I("watchers", o_watchers)
-        I("churners", o_churners) I("expect", o_expect) I("payload", o_payload) I("dump", o_dump) I("blast-frames", o_blast_frames) D("rate", o_rate)
+        I("churners", o_churners) I("expect", o_expect) I("payload", o_payload) I("channels", o_channels) I("dump", o_dump) I("blast-frames", o_blast_frames) D("rate", o_rate)
         D("warmup", o_warmup) D("duration", o_duration) D("drain", o_drain) D("conn-rate", o_conn_rate)
         D("setup-timeout", o_setup_timeout) D("wait", o_wait)
         else die("unknown option %s", a);
