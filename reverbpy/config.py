@@ -22,6 +22,7 @@ Limit = Annotated[int, Ge(0)] | None
 """A count per connection, app or second; None (or 0, as written in a file or variable): no limit."""
 UNLIMITED_WHEN_ZERO = (
     "max_connections",
+    "max_channels_per_connection",
     "client_event_rate",
     "backend_event_rate",
     "read_request_rate",
@@ -121,6 +122,10 @@ class AppConfig:
     max_event_payload: Positive[int] = 10_240
     """Bytes of ``data`` per event (HTTP API: 413; client events: 4301)."""
     max_channels_per_event: Positive[int] = 100
+    max_channels_per_connection: Limit = 100
+    """Channels one socket may be subscribed to at once; past it ``subscription_error``
+    ``LimitReached`` (403). Pusher sets none; a bound keeps a subscribe flood from growing the
+    channel table (and Redis' hashes) without end."""
     max_batch_size: Positive[int] = 10
     max_channel_name_length: Positive[int] = 200
     max_event_name_length: Positive[int] = 200

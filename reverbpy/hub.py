@@ -163,7 +163,8 @@ class Hub:
         self, state: AppState, conn: Peer, name: str, event: str, data: Any, user_id: Any
     ) -> None:
         self._deliver_client_event(state, name, event, data, user_id, conn.socket_id)
-        self._publish(state, ClientEvent(name, event, data, user_id, conn.socket_id))
+        if self.node_id:  # (``_publish``'s test, before the envelope is made)
+            self._publish(state, ClientEvent(name, event, data, user_id, conn.socket_id))
         if state.app.webhooks:
             hook: dict[str, Any] = {
                 "name": "client_event",

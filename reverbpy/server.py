@@ -120,7 +120,8 @@ def create_app(config: ServerConfig) -> web.Application:
     outbox = Outbox(config.max_write_buffer)
     http_api = HttpApi(hub, config)
     readiness = Readiness()
-    sockets = Sockets()
+    # Eager joins and leaves only in memory: see ``connection``'s docstring.
+    sockets = Sockets(eager=config.scaling.adapter == "memory")
     websocket = WebSocketHandler(hub, outbox, sockets)
     node = Node(
         config=config,

@@ -182,9 +182,9 @@ class WebSocketHandler:
         state = self.hub.registry.by_key(upgrade.key)
         others = self.hub.adapter.other_connections(state) if state is not None else 0
         refused = _door_check(state, upgrade, others)
-        transport.write(handshake_response(upgrade.ws_key))
         if refused is not None or state is None:
             assert refused is not None  # state is None implies a refusal
+            transport.write(handshake_response(upgrade.ws_key))
             Refused(transport, refused.code, refused.message)
             return
         socket_id = new_socket_id()
@@ -194,6 +194,9 @@ class WebSocketHandler:
             socket_id, state, transport, self.outbox, session, self, now, sockets=self.sockets
         )
         self.hub.connect(state, conn)
+        # The 101 and connection_established leave in one write, with any answer to frames
+        # in ``tail`` (the outbox writes a socket's queue once per loop turn).
+        conn.queue(handshake_response(upgrade.ws_key))
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
         WIRE.connected(conn, remote)
         conn.start(tail)

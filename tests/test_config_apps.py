@@ -36,6 +36,7 @@ OPTIONS: dict[str, tuple[Any, str, Any]] = {
                         ("a.example.com", "*.b.example.com")),
     "max_event_payload": (4_096, "4096", 4_096),
     "max_channels_per_event": (5, "5", 5),
+    "max_channels_per_connection": (500, "500", 500),
     "max_batch_size": (3, "3", 3),
     "max_channel_name_length": (64, "64", 64),
     "max_event_name_length": (32, "32", 32),
@@ -63,6 +64,7 @@ BAD: dict[str, list[Any]] = {
     "accept_client_events_from": ["everyone"],
     "max_event_payload": [0, "1kb"],
     "max_channels_per_event": [0],
+    "max_channels_per_connection": [-1, "lots"],
     "max_batch_size": [0],
     "max_channel_name_length": [-1],
     "max_event_name_length": [0],
@@ -79,7 +81,7 @@ BAD: dict[str, list[Any]] = {
     "webhooks": [[{"url": "ftp://x"}]],
 }
 
-ZERO_MEANS_UNLIMITED = ("max_connections", "client_event_rate", "backend_event_rate", "read_request_rate")
+ZERO_MEANS_UNLIMITED = ("max_connections", "max_channels_per_connection", "client_event_rate", "backend_event_rate", "read_request_rate")
 
 
 def env_name(option: str) -> str:

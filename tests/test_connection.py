@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
 from reverbpy.config import AppConfig, FixedApp, Secret
 from reverbpy.connection import Connection, Pending, Sockets
@@ -235,3 +236,48 @@ async def test_invalid_utf8_text_fails_with_1007() -> None:
     conn.data_received(client_frame(Opcode.TEXT, b"\xff\xfe"))
     assert listener.seen == []
     assert parse_close(transport.writes[-1][2:])[0] == 1007
+
+
+async def test_eager_sockets_finish_what_does_not_wait_without_a_task() -> None:
+    sockets = Sockets(eager=True)
+    done: list[str] = []
+
+    async def quick() -> None:
+        done.append("quick")
+
+    assert sockets.run(quick()) is None and done == ["quick"] and not sockets.tasks
+
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        done.append(f"got {await gate}")
+        await asyncio.sleep(0)
+        done.append("after")
+
+    task = sockets.run(waits())
+    assert task is not None and sockets.tasks == {task}
+    gate.set_result(7)
+    await task
+    assert done == ["quick", "got 7", "after"] and not sockets.tasks
+
+    async def fails() -> None:
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError):
+        sockets.run(fails())
+
+    cancelled: list[bool] = []
+
+    async def cancellable() -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    task = sockets.run(cancellable())
+    assert task is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled == [True]

@@ -268,7 +268,7 @@ def wants_info(events: list[Event]) -> bool:
 
 # --- events ---------------------------------------------------------------------------------
 
-_SOCKET_ID = re.compile(r"\d+\.\d+")
+_SOCKET_ID = re.compile(r"[0-9]+\.[0-9]+")  # ASCII digits: `\d` would take any script's digits
 EVENT_INFO: Final = frozenset({"subscription_count", "user_count"})
 _NO_INFO: frozenset[str] = frozenset()
 

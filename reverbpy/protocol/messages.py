@@ -129,7 +129,7 @@ class Signin:
     user_data: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field, per event
 class ClientEvent:
     event: str
     channel: str

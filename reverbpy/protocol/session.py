@@ -51,7 +51,7 @@ class Leave:
     member: Member | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per client event (see messages.ClientEvent)
 class Whisper:
     """Relay a client event to the channel's other subscribers."""
 
@@ -157,6 +157,15 @@ class Session:
         if channel in self.subscriptions:
             raise PusherError(
                 ErrorCode.GENERIC_RECONNECT, f"Existing subscription to channel {channel}"
+            )
+        # Joins still in flight count too: a flood cannot outrun the cap.
+        cap = self.app.max_channels_per_connection
+        if cap is not None and len(self.subscriptions) >= cap:
+            raise SubscriptionError(
+                channel,
+                f"Too many channels: at most {cap} per connection",
+                status=403,
+                kind="LimitReached",
             )
         kind = channel_kind(channel)
         member: Member | None = None
@@ -299,8 +308,14 @@ class Session:
                     )
                 )
             )
+        watchlist = tuple(str(u) for u in watchlist_raw)
+        if self.user is not None:
+            # Signed in again as the same user: the registry still lists this socket as a
+            # watcher of the earlier watchlist, so those ids stay in it and are let go at
+            # sign-out with the rest (a replaced watchlist leaked them for good).
+            watchlist = tuple(dict.fromkeys((*self.watchlist, *watchlist)))
         self.user = SignedInUser(user_id, data.get("user_info"), msg.user_data)
-        self.watchlist = tuple(str(u) for u in watchlist_raw)
+        self.watchlist = watchlist
         confirmation = messages.signin_success(msg.user_data)
         return [SignIn(user_id, data.get("user_info"), self.watchlist, confirmation), *actions]
 

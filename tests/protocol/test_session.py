@@ -238,3 +238,18 @@ def test_signin_does_not_reset_the_connection_age() -> None:
     conn.pinged_at = None
     conn.touch(100.0)
     assert conn.connected_at == 5.0 and conn.last_seen == 100.0
+
+
+def test_past_max_channels_per_connection_a_subscribe_is_refused_and_a_swap_is_fine() -> None:
+    s, _ = session(replace(APP, max_channels_per_connection=3))
+    for i in range(3):  # joins still in flight count: the session adds them at once
+        assert send(s, "pusher:subscribe", {"channel": f"c{i}"}) == [Join(f"c{i}", None)]
+    refused = reply(send(s, "pusher:subscribe", {"channel": "c3"}))
+    assert refused["event"] == "pusher:subscription_error" and refused["channel"] == "c3"
+    assert refused["data"] == {"type": "LimitReached", "error": "Too many channels: at most 3 per connection", "status": 403}
+    assert "c3" not in s.subscriptions
+    assert send(s, "pusher:unsubscribe", {"channel": "c0"}) == [Leave("c0", None)]
+    assert send(s, "pusher:subscribe", {"channel": "c3"}) == [Join("c3", None)]
+    unlimited, _ = session(replace(APP, max_channels_per_connection=None))
+    assert all(send(unlimited, "pusher:subscribe", {"channel": f"c{i}"}) for i in range(500))
+    assert len(unlimited.subscriptions) == 500
