@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 
-.PHONY: run serve test test-oldest check install lock node-deps browser-deps bench clean
+.PHONY: run serve test test-oldest check install lock node-deps browser-deps bench fuzz soak clean
 
 # uv installs the development environment from uv.lock, exactly; nothing resolves "latest" on the
 # way. uv itself is pinned too, in a small bootstrap venv, so a fresh machine needs only python3.
@@ -68,6 +68,21 @@ bench: install
 	  else echo "need gcc and libssl-dev: sudo apt-get install gcc libssl-dev" >&2; exit 1; fi; }
 	$(UV) sync --locked --all-extras --group bench --python $(PYTHON)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The long fuzzing campaign (docs/reliability.md): 1 M cases per target, the seed printed;
+# SEED=n to replay one, FUZZ_ARGS="--target http1 --cases 100000" to narrow it. ~10 min here.
+# A failing input is saved under tests/fuzz/corpus/<target>/ and replayed by `make test`.
+fuzz: install
+	$(UV) sync --locked --all-extras --group fuzz --python $(PYTHON)
+	$(PY) -m tests.fuzz.campaign $(if $(SEED),--seed $(SEED)) $(FUZZ_ARGS)
+
+# Soak, slow clients, floods and faults at full size (docs/reliability.md), ~3 min here; the
+# short versions run in `make test`. Figures in build/soak.json. Starts its own Redis.
+soak: install
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "need redis-server: sudo apt-get install redis-server" >&2; exit 1; fi; }
+	$(PY) -m tests.soak --out build/soak.json $(SOAK_ARGS)
 
 # Refresh every pin in uv.lock on purpose (then run `make test` and commit the lock).
 lock: | $(UV)

@@ -79,6 +79,8 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
     if _ODD_BYTE.search(head):
         return NOT_OURS
     lines = head.split(b"\r\n")
+    if b"\r" in lines[0] or b"\n" in lines[0]:  # a bare CR or LF: llhttp and h11 refuse it
+        return NOT_OURS
     request_line = lines[0].split(b" ")
     if len(request_line) != 3 or request_line[0] != b"POST" or request_line[2] != b"HTTP/1.1":
         return NOT_OURS
@@ -146,6 +148,8 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
     if _ODD_BYTE.search(head) or b"%" in head.partition(b"\r\n")[0]:
         return NOT_OURS
     lines = head.split(b"\r\n")
+    if b"\r" in lines[0] or b"\n" in lines[0]:  # a bare CR or LF: llhttp and h11 refuse it
+        return NOT_OURS
     request_line = lines[0].split(b" ")
     if len(request_line) != 3 or request_line[0] != b"GET" or request_line[2] != b"HTTP/1.1":
         return NOT_OURS

@@ -9,7 +9,8 @@ with the same code (1000 echo, 1002, 1007), and ours never raises.
 
 The seed corpus (``@example``) borrows Autobahn|Testsuite's case list, sections 1-7 and 9: its
 runner cannot be installed here (the PyPI package is Python 2), so its cases are written out
-as frames. ``make fuzz`` runs the same property for a million cases (``FUZZ_EXAMPLES``).
+as frames. ``make fuzz`` runs the same generator from bytes a million times, plus raw wire
+bytes under atheris (``tests/fuzz/campaign.py``, ``targets.check_frames``).
 
 Where the two may rightly differ, the generator stays out: message size limits (ours counts
 64 bytes per fragment against the limit, see ``protocol.frames.FRAME_COST``) and the minimal
@@ -33,6 +34,7 @@ from websockets.frames import Opcode as WsOpcode
 from websockets.protocol import Protocol, Side
 
 from reverbpy.protocol.rfc6455 import CLOSED, ServerProtocol
+from tests.fuzz.source import HypothesisSource, Source
 
 BIG = 1 << 24
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
@@ -171,51 +173,61 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 # --- the generator ------------------------------------------------------------------------------
+# Written against ``tests.fuzz.source.Source``: Hypothesis drives it here, bytes in ``make fuzz``.
 
-CLOSE_CODES = st.sampled_from(
-    [1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
-     1015, 1016, 1100, 2000, 2999, 3000, 3999, 4000, 4999, 5000, 65535, 0, 999]
-)
-UTF8 = st.text(max_size=40).map(str.encode)
-ANY_BYTES = st.binary(max_size=40)
-INVALID_UTF8 = st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"a\x80b"])
+CLOSE_CODES = (
+    1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+    1015, 1016, 1100, 2000, 2999, 3000, 3999, 4000, 4999, 5000, 65535, 0, 999,
+)  # fmt: skip
+INVALID_UTF8 = (b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"a\x80b")
 
 
-@st.composite
-def frames(draw: st.DrawFn) -> RawFrame:
-    kind = draw(st.sampled_from(["text", "binary", "cont", "ping", "pong", "close", "odd"]))
-    fin = draw(st.booleans()) if kind in ("text", "binary", "cont") else draw(
-        st.sampled_from([True, True, True, False])
-    )
-    rsv = draw(st.sampled_from([0] * 12 + [1, 2, 4, 7]))
-    masked = draw(st.sampled_from([True] * 15 + [False]))
+def utf8(src: Source) -> bytes:
+    return src.text(40).encode()
+
+
+def build_frame(src: Source) -> RawFrame:
+    kind = src.pick(("text", "binary", "cont", "ping", "pong", "close", "odd"))
+    fin = src.bool() if kind in ("text", "binary", "cont") else src.pick((True, True, True, False))
+    rsv = src.pick((0,) * 12 + (1, 2, 4, 7))
+    masked = src.pick((True,) * 15 + (False,))
     if kind == "text":
-        payload = draw(st.one_of(UTF8, UTF8, INVALID_UTF8, ANY_BYTES))
-        return RawFrame(fin, rsv, 0x1, payload, masked)
+        shape = src.pick(("utf8", "utf8", "invalid", "any"))
+    elif kind == "cont":
+        shape = src.pick(("utf8", "any", "invalid"))
+    if kind in ("text", "cont"):
+        payload = {
+            "utf8": lambda: utf8(src),
+            "invalid": lambda: src.pick(INVALID_UTF8),
+            "any": lambda: src.bytes(40),
+        }[shape]()
+        return RawFrame(fin, rsv, 0x1 if kind == "text" else 0x0, payload, masked)
     if kind == "binary":
-        return RawFrame(fin, rsv, 0x2, draw(ANY_BYTES), masked)
-    if kind == "cont":
-        payload = draw(st.one_of(UTF8, ANY_BYTES, INVALID_UTF8))
-        return RawFrame(fin, rsv, 0x0, payload, masked)
+        return RawFrame(fin, rsv, 0x2, src.bytes(40), masked)
     if kind in ("ping", "pong"):
-        size = draw(st.sampled_from([0, 5, 125, 126, 200]))
+        size = src.pick((0, 5, 125, 126, 200))
         return RawFrame(fin, rsv, 0x9 if kind == "ping" else 0xA, b"p" * size, masked)
     if kind == "close":
-        shape = draw(st.sampled_from(["code", "code", "empty", "one-byte", "bad-reason", "long"]))
+        shape = src.pick(("code", "code", "empty", "one-byte", "bad-reason", "long"))
         payload = {
-            "code": lambda: struct.pack("!H", draw(CLOSE_CODES)) + draw(UTF8),
+            "code": lambda: struct.pack("!H", src.pick(CLOSE_CODES)) + utf8(src),
             "empty": lambda: b"",
             "one-byte": lambda: b"\x03",
-            "bad-reason": lambda: struct.pack("!H", 1000) + draw(INVALID_UTF8),
+            "bad-reason": lambda: struct.pack("!H", 1000) + src.pick(INVALID_UTF8),
             "long": lambda: struct.pack("!H", 1000) + b"r" * 124,
         }[shape]()
         return RawFrame(fin, rsv, 0x8, payload, masked)
-    return RawFrame(fin, rsv, draw(st.sampled_from([3, 4, 5, 6, 7, 0xB, 0xC, 0xF])), b"", masked)
+    return RawFrame(fin, rsv, src.pick((3, 4, 5, 6, 7, 0xB, 0xC, 0xF)), b"", masked)
+
+
+def build_sequence(src: Source) -> tuple[list[RawFrame], list[int]]:
+    sequence = [build_frame(src) for _ in range(src.int(1, 8))]
+    return sequence, [src.int(0, 4096) for _ in range(src.int(0, 6))]
 
 
 @st.composite
 def sequences(draw: st.DrawFn) -> tuple[list[RawFrame], list[int]]:
-    return draw(st.lists(frames(), min_size=1, max_size=8)), draw(st.lists(st.integers(0, 4096), max_size=6))
+    return build_sequence(HypothesisSource(draw))
 
 
 def check(sequence: list[RawFrame], cuts: list[int]) -> None:
@@ -227,26 +239,50 @@ def check(sequence: list[RawFrame], cuts: list[int]) -> None:
 # Autobahn|Testsuite, sections 1-7 and 9 (framing, pings and pongs, reserved bits, opcodes,
 # fragmentation, UTF-8, closing, limits), as frame sequences.
 AUTOBAHN: list[list[RawFrame]] = [
-    [text(b"")], [text(b"*" * 125)], [text(b"*" * 126)], [text(b"*" * 65535)], [text(b"*" * 65536)],
-    [RawFrame(True, 0, 0x2, b"\xfe" * 127)],                                            # 1.x
-    [RawFrame(True, 0, 0x9, b"")], [RawFrame(True, 0, 0x9, b"x" * 125)],
-    [RawFrame(True, 0, 0x9, b"x" * 126)], [RawFrame(True, 0, 0xA, b"unsolicited")],
-    [RawFrame(True, 0, 0x9, b"1"), RawFrame(True, 0, 0x9, b"2")],                       # 2.x
-    [RawFrame(True, 1, 0x1, b"rsv1")], [text(b"ok"), RawFrame(True, 2, 0x1, b"rsv2")],
-    [RawFrame(True, 7, 0x9, b"")],                                                     # 3.x
-    [RawFrame(True, 0, 0x3, b"")], [RawFrame(True, 0, 0xB, b"")], [text(b"a"), RawFrame(True, 0, 0xF, b"")],  # 4.x
+    [text(b"")],
+    [text(b"*" * 125)],
+    [text(b"*" * 126)],
+    [text(b"*" * 65535)],
+    [text(b"*" * 65536)],
+    [RawFrame(True, 0, 0x2, b"\xfe" * 127)],  # 1.x
+    [RawFrame(True, 0, 0x9, b"")],
+    [RawFrame(True, 0, 0x9, b"x" * 125)],
+    [RawFrame(True, 0, 0x9, b"x" * 126)],
+    [RawFrame(True, 0, 0xA, b"unsolicited")],
+    [RawFrame(True, 0, 0x9, b"1"), RawFrame(True, 0, 0x9, b"2")],  # 2.x
+    [RawFrame(True, 1, 0x1, b"rsv1")],
+    [text(b"ok"), RawFrame(True, 2, 0x1, b"rsv2")],
+    [RawFrame(True, 7, 0x9, b"")],  # 3.x
+    [RawFrame(True, 0, 0x3, b"")],
+    [RawFrame(True, 0, 0xB, b"")],
+    [text(b"a"), RawFrame(True, 0, 0xF, b"")],  # 4.x
     [RawFrame(False, 0, 0x9, b"fragmented ping")],
     [text(b"frag", fin=False), cont(b"ment")],
     [text(b"frag", fin=False), RawFrame(True, 0, 0x9, b"between"), cont(b"ment")],
-    [cont(b"no start")], [text(b"a", fin=False), text(b"b")],
-    [text(b"a", fin=False), cont(b"b", fin=False), cont(b"c")],                         # 5.x
-    [text("κόσμε".encode())], [text("κόσ".encode()[:5], fin=False), cont("κόσμε".encode()[5:])],
+    [cont(b"no start")],
+    [text(b"a", fin=False), text(b"b")],
+    [text(b"a", fin=False), cont(b"b", fin=False), cont(b"c")],  # 5.x
+    [text("κόσμε".encode())],
+    [text("κόσ".encode()[:5], fin=False), cont("κόσμε".encode()[5:])],
     [text(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64")],
-    [text(b"\xf4\x90\x80\x80")], [text(b"\xc0\xaf")], [text(b"\xed\x9f\xbf")],          # 6.x
-    [close(1000)], [close(None)], [RawFrame(True, 0, 0x8, b"\x03")], [close(1000, b"\xff")],
-    [close(1005)], [close(1006)], [close(1012)], [close(1015)], [close(2999)], [close(3000)],
-    [close(4999)], [close(5000)], [close(1000), text(b"after close")],                  # 7.x
-    [RawFrame(True, 0, 0x2, b"\x00" * 1_000_000)], [text(b"*" * 300_000)],              # 9.x
+    [text(b"\xf4\x90\x80\x80")],
+    [text(b"\xc0\xaf")],
+    [text(b"\xed\x9f\xbf")],  # 6.x
+    [close(1000)],
+    [close(None)],
+    [RawFrame(True, 0, 0x8, b"\x03")],
+    [close(1000, b"\xff")],
+    [close(1005)],
+    [close(1006)],
+    [close(1012)],
+    [close(1015)],
+    [close(2999)],
+    [close(3000)],
+    [close(4999)],
+    [close(5000)],
+    [close(1000), text(b"after close")],  # 7.x
+    [RawFrame(True, 0, 0x2, b"\x00" * 1_000_000)],
+    [text(b"*" * 300_000)],  # 9.x
 ]
 
 

@@ -20,79 +20,97 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reverbpy.protocol.http1 import MAX_HEAD, Head, read_head
+from tests.fuzz.source import HypothesisSource, Source
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
 PATH = b"/apps/1/events"
 PATHS = frozenset({PATH, b"/apps/1/batch_events"})
 
-LENGTH_VALUES = st.sampled_from(
-    ["{n}"] * 12 + [ " {n} ", "0{n}", "+{n}", "-{n}", "{n},{n}", "{n}, {n}", "0x{n}",
-     "{n} {n}", "{n}.0", "", "9999999999999", "1" * 20, "{n}\x00"]
-)
-TARGETS = st.sampled_from(
-    [b"/apps/1/events?auth_key=k&auth_signature=s"] * 6 + [b"/apps/1/events", b"/apps/1/batch_events?a=b",
-     b"/apps/1/events?a=b#frag", b"/apps/1/events?q=\xc3\xa9", b"/apps/1/events?a b",
-     b"/apps/1/other", b"*", b"http://x/apps/1/events?a=1", b"/apps/1/events?a=%41"]
-)
-EXTRA_HEADERS = st.sampled_from(
-    [b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity", b"Content-Encoding: gzip",
-     b"Expect: 100-continue", b"Upgrade: websocket", b"Connection: close", b"Connection: keep-alive",
-     b"Connection: closed", b"Connection: keep-alive, close", b"X-Fold: a\r\n b",
-     b"X-Space : v", b" X-Leading: v", b"X-NoColon", b"X-Nul: a\x00b", b"X-Ctl: a\x01b",
-     b"X-Obs: caf\xe9", b"Content-Type: application/json", b"Content-Type: text/plain",
-     b"User-Agent: a", b"User-Agent: b", b"X-Long: " + b"v" * 9000, b"X:", b": novalue",
-     b"X-Tab:\tv", b"Host: other"]
-)
+LENGTH_VALUES = (
+    ("{n}",) * 12
+    + (" {n} ", "0{n}", "+{n}", "-{n}", "{n},{n}", "{n}, {n}", "0x{n}", "{n} {n}", "{n}.0", "",
+       "9999999999999", "1" * 20, "{n}\x00")
+)  # fmt: skip
+TARGETS = (
+    (b"/apps/1/events?auth_key=k&auth_signature=s",) * 6
+    + (b"/apps/1/events", b"/apps/1/batch_events?a=b", b"/apps/1/events?a=b#frag",
+       b"/apps/1/events?q=\xc3\xa9", b"/apps/1/events?a b", b"/apps/1/other", b"*",
+       b"http://x/apps/1/events?a=1", b"/apps/1/events?a=%41")
+)  # fmt: skip
+EXTRA_HEADERS = (
+    b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity", b"Content-Encoding: gzip",
+    b"Expect: 100-continue", b"Upgrade: websocket", b"Connection: close", b"Connection: keep-alive",
+    b"Connection: closed", b"Connection: keep-alive, close", b"X-Fold: a\r\n b",
+    b"X-Space : v", b" X-Leading: v", b"X-NoColon", b"X-Nul: a\x00b", b"X-Ctl: a\x01b",
+    b"X-Obs: caf\xe9", b"Content-Type: application/json", b"Content-Type: text/plain",
+    b"User-Agent: a", b"User-Agent: b", b"X-Long: " + b"v" * 9000, b"X:", b": novalue",
+    b"X-Tab:\tv", b"Host: other",
+)  # fmt: skip
+QUERY_CHARS = b"ABCXYZabcxyz0189_=&.-"
+# Generators written against ``tests.fuzz.source.Source``: Hypothesis drives them here, bytes
+# in ``make fuzz``.
+
+
+def build_request(src: Source) -> bytes:
+    body = src.bytes(30)
+    n = len(body)
+    method = src.pick((b"POST",) * 16 + (b"GET", b"post", b"PUT", b"POST\t"))
+    target = src.pick(TARGETS)
+    version = src.pick((b"HTTP/1.1",) * 16 + (b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"http/1.1"))
+    headers: list[bytes] = []
+    if src.int(0, 9):
+        headers.append(b"Host: 127.0.0.1")
+    lengths = [src.pick(LENGTH_VALUES) for _ in range(src.int(0, 2))]
+    if not lengths and src.bool():
+        lengths = ["{n}"]
+    for template in lengths:
+        declared = src.pick((n, n, n, max(0, n - 3), n + 5))
+        name = src.pick((b"Content-Length", b"content-length", b"CONTENT-LENGTH"))
+        headers.append(name + b": " + template.format(n=declared).encode())
+    if src.int(0, 2) == 0:  # a third of the heads carry mutations besides the length
+        headers.extend(src.pick(EXTRA_HEADERS) for _ in range(src.int(1, 3)))
+    headers = src.permute(headers)
+    eol = src.pick((b"\r\n",) * 10 + (b"\n",))
+    head = method + b" " + target + b" " + version + b"\r\n" + b"".join(h + eol for h in headers)
+    data = head + b"\r\n" + body
+    if src.bool():  # a second request pipelined behind the first
+        data += b"GET /apps/1/channels HTTP/1.1\r\nHost: x\r\n\r\n"
+    if src.int(0, 4) == 0:  # cut short, as a slow or a lying client would
+        return data[: src.int(0, len(data))]
+    return data
+
+
+def build_valid_request(src: Source) -> bytes:
+    """Plain signed triggers in every spelling the fast path takes: these must be accepted."""
+    body = src.bytes(60)
+    target = src.pick((b"/apps/1/events", b"/apps/1/batch_events"))
+    query = bytes(src.pick(QUERY_CHARS) for _ in range(src.int(0, 40)))
+    extras = (b"Content-Type: application/json", b"User-Agent: pusher-http-python", b"Accept: */*",
+              b"Connection: keep-alive", b"Connection: close", b"X-Request-Id: 42",
+              b"Accept-Encoding: gzip")  # fmt: skip
+    fields = [
+        src.pick((b"Host", b"host", b"HOST"))
+        + b":"
+        + src.pick((b" ", b"", b"\t"))
+        + b"127.0.0.1:8080",
+        src.pick((b"Content-Length", b"content-length")) + b": " + str(len(body)).encode(),
+        *dict.fromkeys(src.pick(extras) for _ in range(src.int(0, 4))),
+    ]
+    head = b"POST " + target + (b"?" + query if query else b"") + b" HTTP/1.1\r\n"
+    data = head + b"".join(f + b"\r\n" for f in src.permute(fields)) + b"\r\n" + body
+    if src.bool():
+        data += b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    return data
 
 
 @st.composite
 def requests(draw: st.DrawFn) -> bytes:
-    body = draw(st.binary(max_size=30))
-    n = len(body)
-    method = draw(st.sampled_from([b"POST"] * 16 + [b"GET", b"post", b"PUT", b"POST\t"]))
-    target = draw(TARGETS)
-    version = draw(st.sampled_from([b"HTTP/1.1"] * 16 + [b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"http/1.1"]))
-    headers: list[bytes] = []
-    if draw(st.integers(0, 9)):
-        headers.append(b"Host: 127.0.0.1")
-    lengths = draw(st.lists(LENGTH_VALUES, min_size=0, max_size=2))
-    if not lengths and draw(st.booleans()):
-        lengths = ["{n}"]
-    for template in lengths:
-        declared = draw(st.sampled_from([n, n, n, max(0, n - 3), n + 5]))
-        name = draw(st.sampled_from([b"Content-Length", b"content-length", b"CONTENT-LENGTH"]))
-        headers.append(name + b": " + template.format(n=declared).encode())
-    if draw(st.integers(0, 2)) == 0:  # a third of the heads carry mutations besides the length
-        headers.extend(draw(st.lists(EXTRA_HEADERS, min_size=1, max_size=3)))
-    headers = draw(st.permutations(headers))
-    eol = draw(st.sampled_from([b"\r\n"] * 10 + [b"\n"]))
-    head = method + b" " + target + b" " + version + b"\r\n" + b"".join(h + eol for h in headers)
-    data = head + b"\r\n" + body
-    if draw(st.booleans()):  # a second request pipelined behind the first
-        data += b"GET /apps/1/channels HTTP/1.1\r\nHost: x\r\n\r\n"
-    if draw(st.integers(0, 4)) == 0:  # cut short, as a slow or a lying client would
-        return data[: draw(st.integers(0, len(data)))]
-    return data
+    return build_request(HypothesisSource(draw))
 
 
 @st.composite
 def valid_requests(draw: st.DrawFn) -> bytes:
-    """Plain signed triggers in every spelling the fast path takes: these must be accepted."""
-    body = draw(st.binary(max_size=60))
-    target = draw(st.sampled_from([b"/apps/1/events", b"/apps/1/batch_events"]))
-    query = draw(st.from_regex(rb"\A[A-Za-z0-9_=&.-]{0,40}\Z"))
-    fields = [
-        draw(st.sampled_from([b"Host", b"host", b"HOST"])) + b":" + draw(st.sampled_from([b" ", b"", b"\t"])) + b"127.0.0.1:8080",
-        draw(st.sampled_from([b"Content-Length", b"content-length"])) + b": " + str(len(body)).encode(),
-        *draw(st.lists(st.sampled_from([b"Content-Type: application/json", b"User-Agent: pusher-http-python",
-                                        b"Accept: */*", b"Connection: keep-alive", b"Connection: close",
-                                        b"X-Request-Id: 42", b"Accept-Encoding: gzip"]), unique=True, max_size=4)),
-    ]
-    head = b"POST " + target + (b"?" + query if query else b"") + b" HTTP/1.1\r\n"
-    data = head + b"".join(f + b"\r\n" for f in draw(st.permutations(fields))) + b"\r\n" + body
-    if draw(st.booleans()):
-        data += b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
-    return data
+    return build_valid_request(HypothesisSource(draw))
 
 
 def h11_reads(data: bytes, head: Head) -> None:

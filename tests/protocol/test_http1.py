@@ -139,3 +139,10 @@ def test_a_plain_upgrade_is_read_for_the_front_door() -> None:
 )
 def test_any_other_upgrade_is_left_to_aiohttp(data: bytes) -> None:
     assert read_upgrade(data, b"") is NOT_OURS
+
+
+def test_a_bare_cr_in_the_request_line_is_left_to_aiohttp() -> None:
+    """Found by ``make fuzz`` (tests/fuzz/corpus/http1/bare-cr-in-request-target)."""
+    data = b"POST /apps/1/events?a\ruth_key=k HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    assert read_head(data, PATHS) is NOT_OURS
+    assert read_upgrade(upgrade(line="GET /app/key?protocol=7\rx HTTP/1.1"), b"") is NOT_OURS
