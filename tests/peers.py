@@ -1,4 +1,4 @@
-"""A socket stand-in for tests of the layers above the transport (hub, liveness)."""
+"""Stand-ins for tests of the layers above the transport (hub, liveness): a socket, webhooks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import orjson
 from reverbpy.config import AppConfig, FixedApp, Secret
 from reverbpy.dispatch import Outbox, Peer
 from reverbpy.protocol.session import Session
+from reverbpy.webhooks import Webhooks
 
 APP = AppConfig(id="1", key="k", secret=Secret("s"))
 
@@ -53,3 +54,14 @@ class RecordingPeer(Peer):
 
     def events(self) -> list[str]:
         return [m["event"] for m in self.received()]
+
+
+class RecordingWebhooks(Webhooks):
+    """Webhooks that keep each event instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[dict[str, Any]] = []
+
+    def emit(self, app: AppConfig, event: dict[str, Any]) -> None:
+        self.sent.append(event)

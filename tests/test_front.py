@@ -44,6 +44,19 @@ class Transport:
         pass
 
 
+class Aiohttp:
+    """Stands for aiohttp's handler: records what the front door hands it."""
+
+    def __init__(self, handed: list[bytes]) -> None:
+        self.handed = handed
+
+    def connection_made(self, transport: object) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.handed.append(data)
+
+
 def door(secret: str = "s") -> tuple[FrontDoor, Triggers, Transport]:
     config = ServerConfig(apps=(AppConfig(id="1", key="k", secret=Secret(secret)),))
     triggers = create_app(config)[NODE].triggers
@@ -154,16 +167,8 @@ def test_an_idle_keep_alive_connection_lasts_as_long_as_aiohttps() -> None:
 
 def test_a_head_is_handed_to_aiohttp_only_once_complete() -> None:
     handed: list[bytes] = []
-
-    class Aiohttp:
-        def connection_made(self, transport: object) -> None:
-            pass
-
-        def data_received(self, data: bytes) -> None:
-            handed.append(data)
-
     _, triggers, _ = door()
-    d = FrontDoor(triggers, Aiohttp)  # type: ignore[arg-type]
+    d = FrontDoor(triggers, lambda: Aiohttp(handed))  # type: ignore[arg-type,return-value]
     t: Any = Transport()
     t.set_protocol = lambda protocol: None
     d.connection_made(t)
@@ -221,15 +226,8 @@ def test_a_plain_upgrade_is_accepted_at_the_door_and_others_go_to_aiohttp() -> N
     triggers.upgrade = lambda transport, upgrade, tail, remote: accepted.append((upgrade.key, tail))
     handed: list[bytes] = []
 
-    class Aiohttp:
-        def connection_made(self, transport: object) -> None:
-            pass
-
-        def data_received(self, data: bytes) -> None:
-            handed.append(data)
-
     def knock(data: bytes) -> FrontDoor:
-        d = FrontDoor(triggers, Aiohttp)  # type: ignore[arg-type]
+        d = FrontDoor(triggers, lambda: Aiohttp(handed))  # type: ignore[arg-type,return-value]
         t: Any = Transport()
         t.set_protocol = lambda protocol: None
         d.connection_made(t)

@@ -7,8 +7,6 @@ records what the hub told it. That is the adapter seam the Redis adapter plugs i
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 import pytest
 
@@ -30,8 +28,7 @@ from reverbpy.protocol.presence import Member
 from reverbpy.registry import AppState, Registry
 from reverbpy.scaling.base import PresenceFull, PresenceJoin
 from reverbpy.scaling.memory import MemoryAdapter
-from reverbpy.webhooks import Webhooks
-from tests.peers import APP, RecordingPeer
+from tests.peers import APP, RecordingPeer, RecordingWebhooks
 
 
 class FakeAdapter(MemoryAdapter):
@@ -59,15 +56,6 @@ class FakeAdapter(MemoryAdapter):
         if self.full:
             raise PresenceFull
         return self.presence_answer
-
-
-class RecordingWebhooks(Webhooks):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[dict[str, Any]] = []
-
-    def emit(self, app: AppConfig, event: dict[str, Any]) -> None:
-        self.sent.append(event)
 
 
 @pytest.fixture

@@ -60,6 +60,21 @@ class NotOurs:
 NOT_OURS: Final = NotOurs()
 
 
+def _plain(head: bytes, method: bytes) -> tuple[bytes, list[bytes]] | None:
+    """The target and header lines of a complete ``head`` if its bytes are plain and its
+    request line is ``{method} {target} HTTP/1.1``; else None (aiohttp's to judge)."""
+    if _ODD_BYTE.search(head):
+        return None
+    lines = head.split(b"\r\n")
+    first = lines[0]
+    if b"\r" in first or b"\n" in first:  # a bare CR or LF: llhttp and h11 refuse it
+        return None
+    request_line = first.split(b" ")
+    if len(request_line) != 3 or request_line[0] != method or request_line[2] != b"HTTP/1.1":
+        return None
+    return request_line[1], lines[1:]
+
+
 def head_end(buffer: bytes, scanned: int = 0) -> int:
     """Where the head at the start of ``buffer`` ends (its blank line included), or -1 while it
     is incomplete. ``scanned``: bytes already searched, so a trickled head costs linear time."""
@@ -75,23 +90,17 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
         if len(buffer) >= MAX_HEAD or b"\n\n" in buffer:
             return NOT_OURS
         return None
-    head = buffer[:end]
-    if _ODD_BYTE.search(head):
+    plain = _plain(buffer[:end], b"POST")
+    if plain is None:
         return NOT_OURS
-    lines = head.split(b"\r\n")
-    if b"\r" in lines[0] or b"\n" in lines[0]:  # a bare CR or LF: llhttp and h11 refuse it
-        return NOT_OURS
-    request_line = lines[0].split(b" ")
-    if len(request_line) != 3 or request_line[0] != b"POST" or request_line[2] != b"HTTP/1.1":
-        return NOT_OURS
-    target = request_line[1]
+    target, lines = plain
     path, _, query = target.partition(b"?")
     if path not in paths or not query.isascii() or b"#" in query:
         return NOT_OURS
     content_length = -1
     keep_alive = True
     seen: set[bytes] = set()
-    for line in lines[1:]:
+    for line in lines:
         name, colon, value = line.partition(b":")
         if not colon or b"\n" in line or b"\r" in line or not _TOKEN.fullmatch(name):
             return NOT_OURS
@@ -144,16 +153,11 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end < 0:
         return NOT_OURS
-    head = buffer[:end]
-    if _ODD_BYTE.search(head) or b"%" in head.partition(b"\r\n")[0]:
+    plain = _plain(buffer[:end], b"GET")
+    if plain is None or b"%" in plain[0]:
         return NOT_OURS
-    lines = head.split(b"\r\n")
-    if b"\r" in lines[0] or b"\n" in lines[0]:  # a bare CR or LF: llhttp and h11 refuse it
-        return NOT_OURS
-    request_line = lines[0].split(b" ")
-    if len(request_line) != 3 or request_line[0] != b"GET" or request_line[2] != b"HTTP/1.1":
-        return NOT_OURS
-    path, _, query = request_line[1].partition(b"?")
+    target, lines = plain
+    path, _, query = target.partition(b"?")
     start = prefix + b"/app/"
     key = path[len(start) :]
     if not path.startswith(start) or not _APP_KEY.fullmatch(key) or key in (b".", b".."):
@@ -161,7 +165,7 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
     if b"#" in query or b"+" in query:  # aiohttp would cut or decode them
         return NOT_OURS
     seen: dict[bytes, bytes] = {}
-    for line in lines[1:]:
+    for line in lines:
         name, colon, value = line.partition(b":")
         if not colon or b"\n" in line or b"\r" in line or not _TOKEN.fullmatch(name):
             return NOT_OURS

@@ -53,9 +53,9 @@ from reverbpy.protocol.errors import ErrorCode, SubscriptionError
 from reverbpy.protocol.session import Close, Join, Leave, Reply, Session, SignIn, Whisper
 from reverbpy.registry import Registry
 from reverbpy.scaling.memory import MemoryAdapter
-from reverbpy.webhooks import Webhooks
 from tests.conftest import ServerProcess
 from tests.fuzz.source import ByteSource, HypothesisSource, Source
+from tests.peers import RecordingWebhooks
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
 KEY, SECRET = "key", "secret"
@@ -373,15 +373,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class RecordingWebhooks(Webhooks):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[dict[str, Any]] = []
-
-    def emit(self, app: AppConfig, event: dict[str, Any]) -> None:
-        self.sent.append(event)
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
