@@ -306,14 +306,17 @@ class FrontDoor(asyncio.Protocol):
                     return
                 del triggers.pending[self]
                 self._scanned = 0
-            head = read_head(buffer, triggers.paths)
-            if not isinstance(head, Head):  # another route, another shape, or malformed
-                if buffer[:4] == b"GET " and triggers.upgrade and not triggers.stopping:
+            if buffer[:4] == b"GET ":  # a WebSocket upgrade, or a query: never a trigger
+                if triggers.upgrade and not triggers.stopping:
                     upgrade = read_upgrade(buffer, triggers.upgrade_prefix)
                     if isinstance(upgrade, Upgrade):
                         self._upgrade(triggers.upgrade, upgrade)
                         return
                 self._hand_off()  # while stopping, aiohttp answers upgrades 503
+                return
+            head = read_head(buffer, triggers.paths)
+            if not isinstance(head, Head):  # another route, another shape, or malformed
+                self._hand_off()
                 return
             end = head.body_start + head.content_length
             if head.content_length > triggers.max_request_size:
