@@ -277,6 +277,10 @@ class RawWS:
             head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
         else:
             head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        if (
+            self.writer.transport.is_closing()
+        ):  # dropped by the server: asyncio would log each write
+            return
         self.writer.write(head + b"\0\0\0\0" + payload)  # a zero mask leaves the payload as is
 
     def send(self, event: str, data: Any = None, channel: str | None = None) -> None:
