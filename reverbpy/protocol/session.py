@@ -100,11 +100,9 @@ class Session:
     watch_online: set[str] = field(default_factory=set)
     """Watched users this client was last told are online: events only on a change, however
     many nodes report it or in whatever order."""
-    _client_events: PerSecond = field(init=False)
+    _client_events: PerSecond | None = None
+    """Made at the first client event: most sockets never send one (one object less each)."""
     _frame_size: int = 0
-
-    def __post_init__(self) -> None:
-        self._client_events = PerSecond(None)
 
     @property
     def app(self) -> AppConfig:
@@ -258,6 +256,8 @@ class Session:
         ):
             raise PusherError(ErrorCode.RATE_LIMITED, "Client event payload too large")
         limiter = self._client_events
+        if limiter is None:
+            limiter = self._client_events = PerSecond(None)
         limiter.limit = app.client_event_rate
         if not limiter.allow(self.clock()):
             raise PusherError(ErrorCode.RATE_LIMITED, "Client event rejected due to rate limit")

@@ -19,7 +19,7 @@ import h11
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reverbpy.protocol.http1 import MAX_HEAD, Head, read_head
+from reverbpy.protocol.http1 import MAX_HEAD, Head, Upgrade, read_head, read_upgrade
 from tests.fuzz.source import HypothesisSource, Source
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
@@ -185,3 +185,70 @@ def test_the_issue_13_heads_are_never_ours() -> None:
     ):
         result = read_head(base + extra + b"\r\nhello", PATHS)
         assert not isinstance(result, Head), extra[:40]
+
+
+# --- WebSocket upgrades: ``read_upgrade`` against h11 ------------------------------------------
+
+UPGRADE_TARGETS = (
+    (b"/app/key-1?protocol=7&client=js&version=8.4.0&flash=false",) * 6
+    + (b"/app/key-1", b"/app/key-1?protocol=7&protocol=5", b"/app/k%65y", b"/app/key?a b",
+       b"/app/key?q=\xc3\xa9", b"/app/a/b", b"/app/..", b"/app/", b"/apps/1/events", b"*",
+       b"http://x/app/key", b"/app/key?p=1#f", b"/app/key\t")
+)  # fmt: skip
+UPGRADE_HEADERS = (
+    b"Upgrade: websocket", b"Upgrade: WebSocket", b"Upgrade: h2c", b"Upgrade: websocket, h2c",
+    b"Connection: Upgrade", b"Connection: keep-alive, Upgrade", b"Connection: close",
+    b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8", b"Sec-WebSocket-Version: 13, 8",
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"Sec-WebSocket-Key: short",
+    b"Origin: https://a.test", b"Origin: https://b.test", b"Host: x", b"Host: y",
+    b"Content-Length: 0", b"Content-Length: 5", b"Transfer-Encoding: chunked",
+    b"Sec-WebSocket-Extensions: permessage-deflate", b"User-Agent: a", b"X-Fold: a\r\n b",
+    b"X-Nul: a\x00b", b"X-Obs: caf\xe9", b"X-Space : v", b"X-Tab:\tv", b"Cookie: " + b"c" * 9000,
+)  # fmt: skip
+
+
+def build_upgrade(src: Source) -> bytes:
+    method = src.pick((b"GET",) * 12 + (b"get", b"POST", b"GET\t"))
+    version = src.pick((b"HTTP/1.1",) * 12 + (b"HTTP/1.0", b"HTTP/2.0"))
+    line = method + b" " + src.pick(UPGRADE_TARGETS) + b" " + version
+    base = [b"Host: x", b"Upgrade: websocket", b"Connection: Upgrade", b"Sec-WebSocket-Version: 13",
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]  # fmt: skip
+    fields = [f for f in base if src.int(0, 9)]  # each one dropped now and then
+    fields.extend(src.pick(UPGRADE_HEADERS) for _ in range(src.int(0, 4)))
+    end = src.pick((b"\r\n\r\n",) * 8 + (b"\n\n", b"\r\n\n"))
+    tail = src.pick((b"", b"\x81\x80\0\0\0\0", b"GET / HTTP/1.1\r\n\r\n"))
+    return line + b"\r\n" + b"\r\n".join(src.permute(fields)) + end + tail
+
+
+def check_upgrade(data: bytes) -> None:
+    """What ``read_upgrade`` takes, h11 reads as the same WebSocket upgrade: a GET of the same
+    target with one Host, the same key, version 13, no body; the frames start where h11 stops."""
+    upgrade = read_upgrade(data, b"")
+    if not isinstance(upgrade, Upgrade):
+        return
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    request = conn.next_event()
+    assert isinstance(request, h11.Request), f"h11 refused what read_upgrade took: {request!r}"
+    assert request.method == b"GET" and request.http_version == b"1.1"
+    path, _, query = request.target.partition(b"?")
+    assert path == b"/app/" + upgrade.key.encode()
+    headers: dict[bytes, list[bytes]] = {}
+    for name, value in request.headers:
+        headers.setdefault(name, []).append(value)
+    assert len(headers[b"host"]) == 1
+    assert headers[b"upgrade"] == [b"websocket"] or headers[b"upgrade"][0].lower() == b"websocket"
+    assert headers[b"sec-websocket-key"] == [upgrade.ws_key.encode()]
+    assert headers[b"sec-websocket-version"] == [b"13"]
+    assert b"content-length" not in headers and b"transfer-encoding" not in headers
+    assert headers.get(b"origin", [None])[0] == (upgrade.origin.encode() if upgrade.origin else None)
+    protocols = [v for k, _, v in (p.partition(b"=") for p in query.split(b"&")) if k == b"protocol"]
+    assert upgrade.protocol == (protocols[0].decode() if protocols else None)
+    # h11 stops at an upgrade: what it has not consumed is exactly what follows the head.
+    assert conn.trailing_data[0] == data[upgrade.head_size :]
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.composite(lambda draw: build_upgrade(HypothesisSource(draw)))())
+def test_read_upgrade_never_takes_what_h11_reads_otherwise(data: bytes) -> None:
+    check_upgrade(data)
