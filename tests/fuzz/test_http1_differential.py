@@ -252,3 +252,14 @@ def check_upgrade(data: bytes) -> None:
 @given(st.composite(lambda draw: build_upgrade(HypothesisSource(draw)))())
 def test_read_upgrade_never_takes_what_h11_reads_otherwise(data: bytes) -> None:
     check_upgrade(data)
+
+
+def test_plain_upgrades_are_taken_and_read_as_h11_reads_them() -> None:
+    for tail in (b"", b"\x81\x80\0\0\0\0"):
+        data = (
+            b"GET /app/key-1?protocol=7&client=js HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: https://a.test\r\n\r\n" + tail
+        )
+        assert isinstance(read_upgrade(data, b""), Upgrade)
+        check_upgrade(data)
