@@ -22,7 +22,7 @@ from reverbpy import liveness
 from reverbpy.config import ServerConfig
 from reverbpy.connection import Sockets
 from reverbpy.dispatch import Outbox
-from reverbpy.http_api.front import Triggers
+from reverbpy.http_api.front import Triggers, one_request
 from reverbpy.http_api.middleware import json_errors
 from reverbpy.http_api.routes import routes
 from reverbpy.http_api.service import HttpApi
@@ -140,13 +140,14 @@ def create_app(config: ServerConfig) -> web.Application:
         readiness=readiness,
         metrics=Metrics(hub, outbox, readiness, config),
     )
-    # Outermost first: who the client is (behind a trusted proxy), no new socket while
-    # draining, then JSON for aiohttp's own errors. The WebSocket handler returns once the
-    # socket is taken over (``websocket._take_over``), so none of them lives as long as a socket.
+    # Outermost first: who the client is (behind a trusted proxy), one request per connection
+    # (see ``front.one_request``), no new socket while draining, then JSON for aiohttp's
+    # errors. The WebSocket handler returns once the socket is taken over
+    # (``websocket._take_over``), so none of them lives as long as a socket.
     middlewares: list[Middleware] = []
     if config.trusted_proxies:
         middlewares.append(forwarded_for(config.trusted_proxies))
-    middlewares += [refuse_while_draining(readiness), json_errors]
+    middlewares += [one_request, refuse_while_draining(readiness), json_errors]
     app = web.Application(middlewares=middlewares, client_max_size=config.max_request_size)
     app[NODE] = node
     app.add_routes(routes(http_api, websocket))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from email.utils import formatdate
 from typing import Any, cast
 
@@ -35,6 +35,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+from reverbpy.http_api.errors import error_response
 from reverbpy.http_api.events import info_answer
 from reverbpy.http_api.service import UNKNOWN, HttpApi, ServedApp
 from reverbpy.protocol.api import (
@@ -415,3 +416,23 @@ def aiohttp_handlers(server: web.Server) -> Callable[[], asyncio.Protocol]:
         return AiohttpHandler(server, loop=loop, **kwargs)
 
     return handler
+
+
+@web.middleware
+async def one_request(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A request aiohttp serves (a query, the health route, an odd-shaped trigger) is its
+    connection's last: answered with ``Connection: close``, within ``REQUEST_TIMEOUT`` (408
+    past it). The client's next request then starts at a new ``FrontDoor``, under the head
+    timeout and the pending-heads bound (aiohttp would wait an hour, its keep-alive timeout,
+    for a head trickled on a kept-alive connection), and on the trigger fast path. WebSocket
+    upgrades return at once (``websocket._take_over``), before either applies."""
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            response = await handler(request)
+    except TimeoutError:
+        response = error_response(408, "Request took too long")
+    if isinstance(response, web.Response):  # not a socket taken over (``websocket._Detached``)
+        response.force_close()
+    return response
