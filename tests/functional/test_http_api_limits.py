@@ -142,6 +142,8 @@ async def test_a_chunked_body_over_the_limit_is_refused(tmp_path: Path) -> None:
 
 
 async def test_keep_alive(shared_server: ServerProcess) -> None:
+    """Triggers keep their connection (the front door answers them); a request aiohttp serves,
+    a query here, closes it (``front.one_request``: the next head is under the head timeout)."""
     created = 0
 
     async def on_create(*_: object) -> None:
@@ -151,11 +153,18 @@ async def test_keep_alive(shared_server: ServerProcess) -> None:
     trace = aiohttp.TraceConfig()
     trace.on_connection_create_end.append(on_create)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), trace_configs=[trace]) as http:
-        for _ in range(3):
-            async with http.get(signed_url(shared_server, "GET", f"/apps/{shared_server.app_id}/channels")) as r:
+        path = f"/apps/{shared_server.app_id}/events"
+        for i in range(3):
+            body = orjson.dumps({"name": "e", "channel": "keep-alive", "data": str(i)})
+            async with http.post(signed_url(shared_server, "POST", path, body), data=body, headers={"Content-Type": "application/json"}) as r:
                 assert r.status == 200
                 await r.read()
-    assert created == 1
+        assert created == 1
+        for _ in range(3):
+            async with http.get(signed_url(shared_server, "GET", f"/apps/{shared_server.app_id}/channels")) as r:
+                assert r.status == 200 and r.headers["Connection"] == "close"
+                await r.read()
+    assert created == 3  # the first query reused the triggers' connection, and closed it
 
 
 async def test_health(http: aiohttp.ClientSession, shared_server: ServerProcess) -> None:
