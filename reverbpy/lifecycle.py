@@ -201,11 +201,15 @@ async def serve(
     server = await loop.create_server(
         lambda: FrontDoor(triggers, aiohttp_server), sock=sock, backlog=4096, ssl=ssl_context
     )
-    metrics_runner = None
+    metrics_runner = metrics_server = None
     if metrics_app is not None and metrics_sock is not None:
         metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
         await metrics_runner.setup()
-        await web.SockSite(metrics_runner, metrics_sock, ssl_context=ssl_context).start()
+        assert metrics_runner.server is not None
+        # Its own handlers too, so a malformed head there is a JSON 400, not a traceback.
+        metrics_server = await loop.create_server(
+            aiohttp_handlers(metrics_runner.server), sock=metrics_sock, ssl=ssl_context
+        )
 
     stopping = asyncio.Event()
 
@@ -242,6 +246,8 @@ async def serve(
 
     await stopping.wait()
     server.close()  # no new connections; aiohttp's own are closed by runner.cleanup()
+    if metrics_server is not None:
+        metrics_server.close()
     triggers.shut_down()
     try:
         async with asyncio.timeout(config.shutdown_grace + 1.0):

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, free_port, start_server
 from tests.functional.raw import api, connect
 
 MALFORMED = [
@@ -102,5 +102,22 @@ async def test_half_sent_heads_of_any_method_are_closed_and_bounded(
         for _, writer in slow:
             writer.close()
         assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+async def test_the_metrics_port_answers_a_malformed_head_alike(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    port = free_port()
+    server = start_server(tmp_path, extra_env={"REVERB_METRICS_PORT": str(port)})
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400" and orjson.loads(body)["error"]
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+            assert r.status == 200 and 'reverbpy_bad_requests_total{reason="malformed"} 1.0' in await r.text()
+        assert "Traceback" not in server.log() and "ERROR" not in server.log()
     finally:
         server.stop()
