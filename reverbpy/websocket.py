@@ -47,9 +47,16 @@ from reverbpy.wire import WIRE
 SUPPORTED_PROTOCOLS = range(4, 8)
 
 
+_WAITING: frozenset[type] = frozenset((Join, Leave, SignIn))
+
+
 def _waits(actions: list[Action]) -> bool:
-    """Actions that need the cluster's answer: joining, leaving, signing in."""
-    return any(isinstance(a, Join | Leave | SignIn) for a in actions)
+    """Actions that need the cluster's answer: joining, leaving, signing in. (A loop and a set
+    of exact types: ``isinstance(a, Join | Leave | SignIn)`` builds the union at every call.)"""
+    for action in actions:  # noqa: SIM110 (no generator per message)
+        if type(action) in _WAITING:
+            return True
+    return False
 
 
 def new_socket_id() -> str:
