@@ -291,7 +291,6 @@ class Connection(Peer, asyncio.Protocol):
         if ws.state is CLOSED:  # closed or failed: discard until the link closes
             return
         self.touch(time.monotonic())
-        control = False
         for opcode, payload in ws.receive_data(data):
             if opcode <= _DATA:
                 if self.closed:  # the listener closed the socket on an earlier message
@@ -304,13 +303,16 @@ class Connection(Peer, asyncio.Protocol):
                 self._close_received()
                 return
             else:  # a ping or a pong: the client keeps itself alive with control frames
-                self.uses_control_frames = control = True
+                self.uses_control_frames = True
+                if ws.error is None and (pongs := ws.data_to_send()):
+                    # Queued at once, before the replies to messages later in the same
+                    # read, so the pong keeps the ping's place in the stream; queued like
+                    # any frame, so a client that pings but never reads is a slow
+                    # consumer like any other (dropped past max_write_buffer). After a
+                    # broken frame ``_fail`` writes them, ahead of the close frame.
+                    self.queue(pongs)
         if ws.error is not None:  # after the messages that were whole before it
             self._fail(ws.error)
-        elif control and (pongs := ws.data_to_send()):
-            # Queued like any frame, so a client that pings but never reads is a slow
-            # consumer like any other (dropped past max_write_buffer).
-            self.queue(pongs)
 
     def eof_received(self) -> bool | None:
         return None  # the client half-closed: close our side too

@@ -77,14 +77,21 @@ async def test_frames_glued_to_the_upgrade_request_are_read(raw: tuple[ServerPro
     assert (await sock.event())["event"] == "pusher:pong"
 
 
-async def test_fragments_with_a_ping_between(raw: tuple[ServerProcess, RawSocket]) -> None:
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame_by_frame", "one_read"])
+async def test_fragments_with_a_ping_between(raw: tuple[ServerProcess, RawSocket], one_write: bool) -> None:
+    """The pong comes before the reply to the message the ping interrupted, even when the
+    server reads all the frames at once (CI once saw the reply first)."""
     server, sock = raw
     await handshake(sock, server)
     message = orjson.dumps({"event": "pusher:subscribe", "data": {"channel": "rfc-fragments"}})
-    sock.send(client_frame(Opcode.TEXT, message[:10], fin=False))
-    sock.send(client_frame(Opcode.PING, b"between"))
-    sock.send(client_frame(Opcode.CONTINUATION, message[10:20], fin=False))
-    sock.send(client_frame(Opcode.CONTINUATION, message[20:]))
+    frames = [
+        client_frame(Opcode.TEXT, message[:10], fin=False),
+        client_frame(Opcode.PING, b"between"),
+        client_frame(Opcode.CONTINUATION, message[10:20], fin=False),
+        client_frame(Opcode.CONTINUATION, message[20:]),
+    ]
+    for data in [b"".join(frames)] if one_write else frames:
+        sock.send(data)
     assert await sock.frame() == (Opcode.PONG, b"between")
     event = await sock.event()
     assert (event["event"], event["channel"]) == ("pusher_internal:subscription_succeeded", "rfc-fragments")
