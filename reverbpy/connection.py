@@ -40,7 +40,7 @@ from reverbpy.protocol.frames import (
     control_frame,
     text_frame,
 )
-from reverbpy.protocol.rfc6455 import CLOSED, ServerProtocol
+from reverbpy.protocol.rfc6455 import CLOSED, OPEN, ServerProtocol
 from reverbpy.protocol.session import Session
 from reverbpy.wire import WIRE
 
@@ -304,12 +304,13 @@ class Connection(Peer, asyncio.Protocol):
                 return
             else:  # a ping or a pong: the client keeps itself alive with control frames
                 self.uses_control_frames = True
-                if ws.error is None and (pongs := ws.data_to_send()):
+                if ws.state is OPEN and ws.error is None and (pongs := ws.data_to_send()):
                     # Queued at once, before the replies to messages later in the same
                     # read, so the pong keeps the ping's place in the stream; queued like
                     # any frame, so a client that pings but never reads is a slow
                     # consumer like any other (dropped past max_write_buffer). After a
-                    # broken frame ``_fail`` writes them, ahead of the close frame.
+                    # broken frame or a close frame in the same read, ``_fail`` or
+                    # ``_close_received`` writes them, ahead of the close frame.
                     self.queue(pongs)
         if ws.error is not None:  # after the messages that were whole before it
             self._fail(ws.error)
