@@ -205,11 +205,14 @@ class WebSocketHandler:
         )
         self.hub.connect(state, conn)
         # The 101 and connection_established leave in one write, with any answer to frames
-        # in ``tail`` (the outbox writes a socket's queue once per loop turn).
+        # in ``tail``, and at once rather than at the outbox's end of the loop turn: in a
+        # reconnect storm one turn reads hundreds of upgrades, and each client would wait
+        # for the last of them (the outbox then finds the queue empty).
         conn.queue(handshake_response(upgrade.ws_key))
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
         WIRE.connected(conn, remote)
         conn.start(tail)
+        conn.flush()
 
     # --- Listener --------------------------------------------------------------------------
 
