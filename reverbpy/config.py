@@ -177,15 +177,26 @@ class FixedApp:
 class ScalingConfig:
     """How nodes share traffic (Reverb's ``scaling`` block, on Laravel's variable names)."""
 
-    adapter: Literal["memory", "redis"] = "memory"
+    adapter: Literal["memory", "redis", "nats"] = "memory"
     channel: str = "reverb"
-    """Pub/sub channel name (REVERB_SCALING_CHANNEL), under ``prefix``."""
+    """Reverb's pub/sub channel name (REVERB_SCALING_CHANNEL): accepted for its ``.env``;
+    reverbpy routes by channel (a topic per channel under ``prefix``), so it names nothing."""
     prefix: str = "reverbpy"
     """Every Redis key and channel starts with this, so deployments can share a Redis."""
     redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
     """May carry a password, hence a Secret."""
+    redis_cluster: bool = False
+    """A Redis Cluster (REDIS_CLUSTER): sharded pub/sub and hash-tagged keys."""
+    nats_url: Secret = field(default_factory=lambda: Secret("nats://127.0.0.1:4222"))
+    """NATS servers, comma-separated (NATS_URL); may carry credentials, hence a Secret."""
     node_timeout: float = 15.0
     """Seconds without a heartbeat after which a node's members and counts are removed."""
+    buffer_size: int = 100_000
+    """Envelopes kept, in order, while the link to the other nodes is down
+    (REVERB_SCALING_BUFFER_SIZE); past it the oldest are dropped, counted and logged once."""
+    buffer_age: float = 30.0
+    """Seconds an envelope may wait for the link to come back (REVERB_SCALING_BUFFER_AGE);
+    also how long a topic's recent envelopes are kept for a node catching up."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from reverbpy.dispatch import Peer, broadcast
 from reverbpy.protocol import messages
 from reverbpy.protocol.channels import channel_kind
 from reverbpy.protocol.cluster import (
+    CHANNEL,
+    USER,
+    WATCH,
     ApiEvent,
     ClientEvent,
     Envelope,
@@ -61,8 +64,28 @@ class Hub:
 
         The cluster is told first and the socket is added to the local channel last: no
         channel event reaches the client before its ``subscription_succeeded``, and once the
-        client has it, every node's HTTP API counts the subscription.
+        client has it, every node's HTTP API counts the subscription and this node receives
+        the channel's envelopes (the adapter follows its topic from the start of the join;
+        ``leave``, or a join that fails, lets go).
         """
+        topic = (state.app.id, CHANNEL, name)
+        interest = self.adapter.follow(topic)
+        try:
+            joined = await self._join(state, conn, name, member, interest)
+        except BaseException:
+            self.adapter.unfollow(topic)
+            raise
+        if not joined:
+            self.adapter.unfollow(topic)
+
+    async def _join(
+        self,
+        state: AppState,
+        conn: Peer,
+        name: str,
+        member: Member | None,
+        interest: Awaitable[None] | None,
+    ) -> bool:
         cluster_count = await self.adapter.subscriptions_changed(state, name, +1)
         if channel_kind(name).cache and state.cached(name, time.monotonic()) is None:
             shared = await self.adapter.cache_get(state, name)
@@ -70,6 +93,8 @@ class Hub:
                 event, data, left = shared
                 payload = messages.channel_event(event, name, data)
                 state.cache[name] = CachedEvent(payload, data, event, time.monotonic() + left)
+        if interest is not None:  # before presence: a member_added from then on reaches us
+            await interest
         # The presence answer must be the last await before the socket joins the local
         # channel: a member_added relayed from another node in between would be lost to it.
         cluster = None
@@ -83,7 +108,7 @@ class Hub:
             if cluster is not None and member is not None:
                 await self.adapter.presence_leave(state, name, conn.socket_id, member)
             await self.adapter.subscriptions_changed(state, name, -1)
-            return
+            return False
         occupied_before = name in state.channels
         channel, first = state.subscribe(conn, name, member, check_cap=cluster is None)
         members = None
@@ -105,6 +130,7 @@ class Hub:
         if channel.kind.cache:
             self._replay_cache(state, conn, name)
         self._subscription_count_changed(state, channel)
+        return True
 
     def _replay_cache(self, state: AppState, conn: Peer, name: str) -> None:
         cached = state.cached(name, time.monotonic())
@@ -120,6 +146,7 @@ class Hub:
         channel, last = state.unsubscribe(conn, name, member)
         if channel is None:
             return
+        self.adapter.unfollow((state.app.id, CHANNEL, name))
         if member is not None:
             cluster_last = await self.adapter.presence_leave(state, name, conn.socket_id, member)
             if cluster_last is not None:
@@ -214,7 +241,13 @@ class Hub:
         socket in the whole cluster, and the new socket learns who of its watchlist is online.
         ``confirmation`` is sent once the cluster has recorded the user, before the
         watchlist (Pusher's order)."""
+        app_id = state.app.id
+        watched = [(app_id, WATCH, u) for u in dict.fromkeys(watchlist) if u not in state.watchers]
         first = state.sign_in(conn, user_id, watchlist)
+        topics = [(app_id, USER, user_id), *watched] if first else watched
+        for interest in [self.adapter.follow(topic) for topic in topics]:
+            if interest is not None:  # a terminate or an online sent from now on reaches us
+                await interest
         if first:
             cluster_first = await self.adapter.user_signed_in(state, user_id)
             if cluster_first if cluster_first is not None else True:
@@ -231,7 +264,14 @@ class Hub:
                 conn.send(messages.watchlist_events([{"name": "online", "user_ids": online}]))
 
     async def sign_out(self, state: AppState, conn: Peer, user_id: str) -> None:
-        if state.sign_out(conn, user_id):
+        app_id = state.app.id
+        watching = [u for u in conn.session.watchlist if u in state.watchers]
+        last = state.sign_out(conn, user_id)
+        for u in watching:
+            if u not in state.watchers:
+                self.adapter.unfollow((app_id, WATCH, u))
+        if last:
+            self.adapter.unfollow((app_id, USER, user_id))
             cluster_last = await self.adapter.user_signed_out(state, user_id)
             if cluster_last if cluster_last is not None else True:
                 self._tell_watchers(state, user_id, "offline")

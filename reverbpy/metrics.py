@@ -206,8 +206,18 @@ class HubCollector(Collector):
         yield up
         yield CounterMetricFamily(
             "reverbpy_adapter_dropped_envelopes",
-            "Envelopes not relayed to other nodes (link down or queue full)",
+            "Envelopes not relayed to other nodes (the outage buffer overflowed or aged out)",
             value=getattr(adapter, "dropped", 0),
+        )
+        yield GaugeMetricFamily(
+            "reverbpy_adapter_buffered_envelopes",
+            "Envelopes waiting for the link to the other nodes",
+            value=getattr(adapter, "buffered", 0),
+        )
+        yield CounterMetricFamily(
+            "reverbpy_adapter_received_envelopes",
+            "Envelopes from other nodes applied here (only topics this node serves)",
+            value=getattr(adapter, "received", 0),
         )
         publish = SummaryMetricFamily(
             "reverbpy_adapter_publish_seconds",

@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from dotenv import dotenv_values
@@ -100,9 +100,12 @@ class _Settings(BaseSettings):
     shutdown_grace: float = Field(10.0, ge=0)
     trusted_proxies: str = ""
     scaling_enabled: bool = False
+    scaling_driver: Literal["redis", "nats"] = "redis"
     scaling_channel: str = "reverb"
     scaling_prefix: str = "reverbpy"
     scaling_node_timeout: float = Field(15.0, gt=0)
+    scaling_buffer_size: int = Field(100_000, ge=1)
+    scaling_buffer_age: float = Field(30.0, gt=0)
     workers: int = Field(1, ge=1, le=256)
 
     @field_validator("server_path")
@@ -125,6 +128,8 @@ class _RedisSettings(BaseSettings):
     username: str | None = None
     password: str | None = None
     db: int = Field(0, ge=0)
+    cluster: bool = False
+    """REDIS_CLUSTER=true: the URL names one node of a Redis Cluster."""
 
     def to_url(self) -> str:
         if self.url:
@@ -274,11 +279,15 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, "REDIS_")) from None
     scaling = ScalingConfig(
-        adapter="redis" if settings.scaling_enabled else "memory",
+        adapter=settings.scaling_driver if settings.scaling_enabled else "memory",
         channel=settings.scaling_channel,
         prefix=settings.scaling_prefix,
         redis_url=Secret(redis.to_url()),
+        redis_cluster=redis.cluster,
+        nats_url=Secret(variables.get("NATS_URL") or "nats://127.0.0.1:4222"),
         node_timeout=settings.scaling_node_timeout,
+        buffer_size=settings.scaling_buffer_size,
+        buffer_age=settings.scaling_buffer_age,
     )
 
     config = ServerConfig(

@@ -21,6 +21,17 @@ with short keys, since every event crosses the broker once per node::
 
 ``decode`` refuses anything else with ``EnvelopeError``: a node never half-applies a message
 from a newer or broken peer.
+
+Envelopes are routed by interest (``route``): each goes to one ``Topic``, and a node follows
+only the topics it serves, so it never receives, let alone parses, traffic for channels
+without a local subscriber. An API event to several channels becomes one envelope per
+channel. The topics:
+
+- ``CHANNEL``, the channel's name: events, client events, ``member_added``/``removed``. A node
+  follows it from its first local subscriber (a join in progress included) to its last.
+- ``USER``, a user id: ``terminate``. Followed while the user has a signed-in socket here.
+- ``WATCH``, a user id: ``online``/``offline``. Followed while a local socket's watchlist
+  names the user.
 """
 
 from __future__ import annotations
@@ -88,6 +99,37 @@ class Envelope:
     app_id: str
     node_id: str
     message: Message
+
+
+CHANNEL, USER, WATCH = "c", "u", "w"
+
+Topic = tuple[str, str, str]
+"""``(app id, kind, name)``: what a node follows to receive a part of the cluster's traffic;
+``kind`` is ``CHANNEL``, ``USER`` or ``WATCH``."""
+
+
+def route(envelope: Envelope) -> list[tuple[Topic, Envelope]]:
+    """Where an envelope goes: the topic of each part, in order."""
+    app_id, message = envelope.app_id, envelope.message
+    match message:
+        case ApiEvent(channels, event, data, except_socket_id):
+            if len(channels) == 1:
+                return [((app_id, CHANNEL, channels[0]), envelope)]
+            return [
+                (
+                    (app_id, CHANNEL, name),
+                    Envelope(
+                        app_id, envelope.node_id, ApiEvent([name], event, data, except_socket_id)
+                    ),
+                )
+                for name in channels
+            ]
+        case ClientEvent(channel) | MemberAdded(channel) | MemberRemoved(channel):
+            return [((app_id, CHANNEL, channel), envelope)]
+        case Terminate(user_id):
+            return [((app_id, USER, user_id), envelope)]
+        case UserOnline(user_id) | UserOffline(user_id):
+            return [((app_id, WATCH, user_id), envelope)]
 
 
 def encode(envelope: Envelope) -> dict[str, Any]:

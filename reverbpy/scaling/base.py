@@ -8,10 +8,11 @@ truth", which is what the in-memory adapter answers, so a single node pays nothi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reverbpy.protocol.cluster import Envelope
+from reverbpy.protocol.cluster import Envelope, Topic
 from reverbpy.protocol.presence import Member
 from reverbpy.registry import AppState, Registry
 
@@ -69,6 +70,17 @@ class Adapter(Protocol):
 
     def publish(self, envelope: Envelope) -> None:
         """Relay to the other nodes, in order, without waiting; this node has already delivered."""
+
+    def follow(self, topic: Topic) -> Awaitable[None] | None:
+        """One more local interest in ``topic`` (a join in progress, a signed-in user, a
+        watcher): from the first, this node receives the topic's envelopes. Counted, so each
+        call is matched by one ``unfollow``, and a join that has begun keeps the topic
+        followed whatever leaves meanwhile. Returns what to await until the subscription is
+        in place (so nothing published after ``subscription_succeeded`` misses this node),
+        or ``None`` when it already is."""
+
+    def unfollow(self, topic: Topic) -> None:
+        """One interest less; at none the node stops receiving the topic (batched)."""
 
     async def presence_join(
         self, state: AppState, channel: str, socket_id: str, member: Member

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reverbpy.config import ServerConfig
-from reverbpy.protocol.cluster import Envelope
+from reverbpy.protocol.cluster import Envelope, Topic
 from reverbpy.protocol.presence import Member
 from reverbpy.registry import AppState
 from reverbpy.scaling.base import ClusterListener, PresenceJoin
@@ -25,6 +25,12 @@ class MemoryAdapter:
         pass
 
     def publish(self, envelope: Envelope) -> None:
+        pass
+
+    def follow(self, topic: Topic) -> None:
+        return None
+
+    def unfollow(self, topic: Topic) -> None:
         pass
 
     async def presence_join(

@@ -1,8 +1,21 @@
 """The Redis adapter: several processes and machines behave as one server.
 
-- **Fan-out.** Each node delivers to its own sockets at once, then publishes one envelope on
-  ``{prefix}:{channel}``; the other nodes deliver it to theirs. One Redis connection publishes
-  in order, so events from one publisher arrive in order everywhere, exactly once.
+- **Fan-out, routed by interest.** Each node delivers to its own sockets at once, then
+  publishes one envelope per topic (``protocol.cluster.route``: a channel, a user, a watched
+  user) on ``{prefix}:t:{app}:{kind}:{name}``. A node subscribes to a topic while it serves it
+  (``follow``/``unfollow``, counted by the hub), batching a burst of joins into a few
+  ``SUBSCRIBE`` commands, so it never receives traffic for channels it has no socket on: the
+  cluster's capacity grows with its nodes instead of being capped by what one node can parse.
+  One Redis connection publishes in order, so events from one publisher arrive in order
+  everywhere; each envelope carries its node's sequence number, so a node applies it once
+  even when it arrives twice (a retried batch, a catch-up read).
+- **No silent loss on a blip.** Envelopes wait in a bounded, ordered buffer
+  (``buffer_size``, ``buffer_age``) until Redis takes them, and each is also appended to a
+  short stream per topic (kept ``buffer_age``), atomically with its ``PUBLISH``. A node whose
+  subscriptions dropped re-subscribes, then reads those streams from just before it lost the
+  link, so what was published while it was away (or before it was back) is delivered, in
+  order, before anything newer. What overflows the buffer is counted
+  (``reverbpy_adapter_dropped_envelopes``) and logged once per outage.
 - **Shared state, in Redis hashes.** Presence members (``presence:{app}:{channel}``, field per
   socket, plus a per-user socket count), subscription counts per channel and connection
   counts per node. Updates are Lua scripts, so "first socket of this user" and "last
@@ -12,9 +25,9 @@
   reaped by a survivor (under a lock): its members leave (``member_removed`` once) and its
   counts are subtracted.
 - **Outages.** While Redis is unreachable the node keeps serving its own sockets from its own
-  state (``healthy`` is False, ``/up`` says so): envelopes published meanwhile are dropped
-  (events still reach this node's subscribers), presence and counts answer locally. On
-  reconnect the node re-registers its sockets' state, so the cluster view heals.
+  state (``healthy`` is False, ``/up`` says so): presence and counts answer locally, envelopes
+  wait in the buffer. On reconnect the node re-registers its sockets' state, so the cluster
+  view heals, then sends what it buffered.
 """
 
 from __future__ import annotations
@@ -24,12 +37,14 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from reverbpy.config import ServerConfig
-from reverbpy.protocol.cluster import Envelope, EnvelopeError, decode, encode
+from reverbpy.protocol.cluster import Envelope, EnvelopeError, Topic, decode, encode, route
 from reverbpy.protocol.presence import Member
 from reverbpy.scaling.base import ClusterListener, PresenceFull, PresenceJoin
 
@@ -43,7 +58,22 @@ log = logging.getLogger("reverbpy.scaling.redis")
 HEARTBEAT = 2.0
 POOL_SIZE = 32
 MAX_BACKOFF = 5.0
-PUBLISH_QUEUE = 100_000
+BATCH = 512  # envelopes per pipelined round trip
+SUBSCRIBE_CHUNK = 1000  # topics per SUBSCRIBE command
+SUBSCRIBE_WAIT = 5.0  # a join waits at most this for its topic's subscription
+CATCH_UP_MARGIN_MS = 3000  # read streams from this long before the link was last known up
+CATCH_UP_COUNT = 100_000  # entries per stream read while catching up, at most
+
+# KEYS: the topic's stream; ARGV: topic, message, retention ms. The stream keeps what was
+# published for ``retention`` ms (a node catching up after a blip reads it); the message is
+# published in the same step, so whatever a catch-up read misses, the subscription gets.
+_SEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XADD', KEYS[1], 'MINID', '~', now - tonumber(ARGV[3]), '*', 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
 
 # KEYS: presence hash, users hash, node set; ARGV: field, user key, member json, cap, node entry
 _PRESENCE_JOIN = """
@@ -101,22 +131,47 @@ class RedisAdapter:
     name = "redis"
 
     def __init__(self, config: ServerConfig) -> None:
-        self._url = config.scaling.redis_url
-        self._prefix = config.scaling.prefix
-        self._topic = f"{config.scaling.prefix}:{config.scaling.channel}"
-        self._node_timeout = config.scaling.node_timeout
+        scaling = config.scaling
+        self._url = scaling.redis_url
+        self._prefix = scaling.prefix
+        self._node_timeout = scaling.node_timeout
+        self._buffer_size = scaling.buffer_size
+        self._buffer_age = scaling.buffer_age
+        self._retention_ms = max(1000, int(scaling.buffer_age * 1000))
         self._apps = [a.id for a in config.apps]
         self.node_id = secrets.token_hex(8)
         self._hub: ClusterListener | None = None
         self._redis: Redis | None = None
-        # (payload, cache key, ttl ms): a cache key means SET with expiry, else PUBLISH
-        self._outbox: asyncio.Queue[tuple[bytes, str, int]] = asyncio.Queue(PUBLISH_QUEUE)
+        # What waits for Redis, oldest first: (queued at, topic or cache key, message, ttl ms);
+        # a ttl means SET with expiry (a cache entry), else an envelope for the topic.
+        self._buffer: deque[tuple[float, str, bytes, int]] = deque()
+        self._queued = asyncio.Event()
+        self._up = asyncio.Event()  # set while healthy: the publisher waits on it
+        self._seq = 0  # this node's envelopes, numbered
+        self._seen: dict[str, int] = {}  # the last sequence number applied, per origin node
+        # Interest: topic -> local count (``follow``); topic names subscribed or unsubscribed
+        # as Redis confirmed; the joins waiting for a subscription; topics to reconcile.
+        self._interest: dict[Topic, int] = {}
+        self._subscribed: set[str] = set()
+        self._unsubscribing: set[str] = set()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._changed: set[Topic] = set()
+        self._reconcile = asyncio.Event()
+        self._pubsub: Any = None
+        # Catching up after the subscriptions dropped: Redis's clock (ms) when the link was
+        # last known up, the topics subscribed then, and the data epoch (a Redis that lost
+        # its data has a new one, and its streams are read whole).
+        self._clock_ms = 0
+        self._catch_up: set[str] = set()
+        self._epoch = ""
         self._others: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._healthy = False
         self._closing = False
+        self._overflow_logged = False
         self._recovering = asyncio.Lock()
         self.dropped = 0
+        self.received = 0
         self.publish_batches = 0
         self.publish_seconds = 0.0
 
@@ -125,6 +180,11 @@ class RedisAdapter:
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    @property
+    def buffered(self) -> int:
+        """Envelopes waiting for Redis (``reverbpy_adapter_buffered_envelopes``)."""
+        return len(self._buffer)
 
     async def start(self, hub: ClusterListener) -> None:
         from redis.asyncio import BlockingConnectionPool, Redis
@@ -143,6 +203,7 @@ class RedisAdapter:
             health_check_interval=10,
         )
         self._redis = Redis(connection_pool=pool)
+        self._send = self._redis.register_script(_SEND)
         self._join = self._redis.register_script(_PRESENCE_JOIN)
         self._leave = self._redis.register_script(_PRESENCE_LEAVE)
         self._subs = self._redis.register_script(_SUBS_DELTA)
@@ -150,7 +211,7 @@ class RedisAdapter:
         self._user_out = self._redis.register_script(_USER_OUT)
         try:
             await self._register()
-            self._healthy = True
+            self._set_healthy()
         except Exception as exc:
             log.warning(
                 "Redis unreachable at start (%s); serving local clients, will retry",
@@ -159,6 +220,7 @@ class RedisAdapter:
         self._tasks = [
             asyncio.create_task(self._listen(), name="redis-listen"),
             asyncio.create_task(self._publisher(), name="redis-publish"),
+            asyncio.create_task(self._subscriber(), name="redis-subscribe"),
             asyncio.create_task(self._heartbeat(), name="redis-heartbeat"),
         ]
 
@@ -170,6 +232,9 @@ class RedisAdapter:
         # which the loops would otherwise treat as an outage and retry.
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_result(None)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._forget_node(self.node_id), 3)
@@ -178,68 +243,221 @@ class RedisAdapter:
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
+    def _topic(self, topic: Topic) -> str:
+        return self._key("t", *topic)
+
+    def _stream(self, name: str) -> str:
+        """The stream that keeps a topic's recent messages (``name``: the topic's channel)."""
+        return self._prefix + ":s" + name[len(self._prefix) + 2 :]
+
     async def _register(self) -> None:
+        """Join the cluster: the node's heartbeat entry; the data epoch, noted (or set by the
+        first node): another epoch means Redis lost its data since we last looked."""
         assert self._redis is not None
-        await self._redis.zadd(self._key("nodes"), {self.node_id: time.time()})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._key("nodes"), {self.node_id: time.time()})
+            pipe.set(self._key("epoch"), secrets.token_hex(8), nx=True)
+            pipe.get(self._key("epoch"))
+            pipe.time()
+            _, _, epoch, now = await pipe.execute()
+        if self._epoch and epoch != self._epoch:
+            log.warning("Redis lost its data (new epoch): catching up from its streams' start")
+            self._clock_ms = -1
+        self._epoch = str(epoch)
+        if self._clock_ms == 0:
+            self._clock_ms = _ms(now)
+
+    def _set_healthy(self) -> None:
+        self._healthy = True
+        self._overflow_logged = False
+        self._up.set()
+        self._reconcile.set()  # the interest that changed while Redis was away
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._healthy:
+            log.warning(
+                "lost Redis (%s): serving local clients only until it is back; envelopes wait"
+                " in a buffer (%d at most, %gs)",
+                type(exc).__name__,
+                self._buffer_size,
+                self._buffer_age,
+            )
+        self._healthy = False
+        self._up.clear()
 
     # --- fan-out ----------------------------------------------------------------------------
 
     def publish(self, envelope: Envelope) -> None:
-        if not self._healthy:
-            self.dropped += 1
-            return
-        try:
-            self._outbox.put_nowait((orjson.dumps(encode(envelope)), "", 0))
-        except asyncio.QueueFull:
-            self.dropped += 1
+        origin = self.node_id.encode()
+        for topic, part in route(envelope):
+            self._seq += 1
+            message = b"%s %d %s" % (origin, self._seq, orjson.dumps(encode(part)))
+            self._enqueue(self._topic(topic), message, 0)
+
+    def _enqueue(self, target: str, message: bytes, ttl_ms: int) -> None:
+        buffer = self._buffer
+        if len(buffer) >= self._buffer_size:
+            buffer.popleft()  # the oldest goes: newer events matter more to a live page
+            self._overflowed(1)
+        buffer.append((time.monotonic(), target, message, ttl_ms))
+        self._queued.set()
+
+    def _overflowed(self, count: int) -> None:
+        self.dropped += count
+        if not self._overflow_logged:
+            self._overflow_logged = True
+            log.warning(
+                "cluster buffer full or too old: envelopes dropped (REVERB_SCALING_BUFFER_SIZE"
+                " %d, REVERB_SCALING_BUFFER_AGE %gs); counted in"
+                " reverbpy_adapter_dropped_envelopes",
+                self._buffer_size,
+                self._buffer_age,
+            )
+
+    def _take(self) -> list[tuple[float, str, bytes, int]]:
+        """The next batch, oldest first, without what waited past ``buffer_age``."""
+        buffer = self._buffer
+        batch: list[tuple[float, str, bytes, int]] = []
+        oldest = time.monotonic() - self._buffer_age
+        expired = 0
+        while buffer and len(batch) < BATCH:
+            item = buffer.popleft()
+            if item[0] < oldest:
+                expired += 1
+            else:
+                batch.append(item)
+        if expired:
+            self._overflowed(expired)
+        return batch
 
     async def _publisher(self) -> None:
-        """One connection, one queue: envelopes leave in the order they were published."""
+        """One connection, one buffer: envelopes leave in the order they were published. A
+        batch Redis did not take goes back to the front and waits for the link (it may be
+        sent twice; receivers apply each envelope once)."""
         assert self._redis is not None
         while not self._closing:
-            message = await self._outbox.get()
-            batch = [message]
-            while not self._outbox.empty() and len(batch) < 512:
-                batch.append(self._outbox.get_nowait())
+            if not self._buffer:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            await self._up.wait()
+            batch = self._take()
+            if not batch:
+                continue
             try:
                 started = time.perf_counter()
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for payload, key, ttl_ms in batch:
-                        if key:
-                            pipe.set(key, payload, px=ttl_ms)
+                    for _, target, message, ttl_ms in batch:
+                        if ttl_ms:
+                            pipe.set(target, message, px=ttl_ms)
                         else:
-                            pipe.publish(self._topic, payload)
+                            await self._send(  # queued in the pipeline, not sent yet
+                                keys=[self._stream(target)],
+                                args=[target, message, self._retention_ms],
+                                client=pipe,
+                            )
                     await pipe.execute()
                 self.publish_batches += 1
                 self.publish_seconds += time.perf_counter() - started
             except Exception as exc:
-                self.dropped += len(batch)
+                self._buffer.extendleft(reversed(batch))
                 if self._closing:
                     return
                 self._lost(exc)
 
+    # --- interest ---------------------------------------------------------------------------
+
+    def follow(self, topic: Topic) -> asyncio.Future[None] | None:
+        count = self._interest.get(topic, 0)
+        self._interest[topic] = count + 1
+        name = self._topic(topic)
+        if name in self._subscribed and name not in self._unsubscribing:
+            return None
+        if count == 0 or name in self._unsubscribing:
+            self._changed.add(topic)
+            self._reconcile.set()
+        if not self._healthy:
+            return None  # not waited for: the subscriptions are renewed when Redis is back
+        waiter = self._waiters.get(name)
+        if waiter is None:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiters[name] = loop.create_future()
+            loop.call_later(SUBSCRIBE_WAIT, self._release, name)
+        return waiter
+
+    def unfollow(self, topic: Topic) -> None:
+        count = self._interest.get(topic, 0) - 1
+        if count > 0:
+            self._interest[topic] = count
+            return
+        self._interest.pop(topic, None)
+        self._changed.add(topic)
+        self._reconcile.set()
+
+    def _release(self, name: str) -> None:
+        """The joins waiting for ``name`` go on: it is subscribed, or Redis is too slow to say
+        (then they are not held up longer; the events they miss are the outage's)."""
+        waiter = self._waiters.pop(name, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _subscriber(self) -> None:
+        """Bring the subscriptions in line with the interest, a burst of changes at a time."""
+        while not self._closing:
+            await self._reconcile.wait()
+            self._reconcile.clear()
+            pubsub = self._pubsub
+            if pubsub is None or not self._healthy:
+                continue  # the listener subscribes to everything followed when it is back
+            changed, self._changed = self._changed, set()
+            wanted, subscribed, leaving = self._interest, self._subscribed, self._unsubscribing
+            add, remove = [], []
+            for topic in changed:
+                name = self._topic(topic)
+                if topic in wanted:
+                    if name not in subscribed or name in leaving:
+                        add.append(name)
+                elif name in subscribed and name not in leaving:
+                    remove.append(name)
+            leaving.update(remove)
+            try:
+                for chunk in _chunks(add, SUBSCRIBE_CHUNK):
+                    await pubsub.subscribe(*chunk)
+                for chunk in _chunks(remove, SUBSCRIBE_CHUNK):
+                    await pubsub.unsubscribe(*chunk)
+            except Exception as exc:
+                if self._closing:
+                    return
+                self._lost(exc)
+
+    # --- receiving --------------------------------------------------------------------------
+
     async def _listen(self) -> None:
-        """Subscribe, deliver, and on any failure resubscribe with backoff."""
+        """Subscribe to every topic followed, catch up after an outage, then deliver; on any
+        failure start again with backoff."""
         assert self._redis is not None
         backoff = 0.1
         while not self._closing:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(self._topic)
+                self._subscribed.clear()
+                self._unsubscribing.clear()
+                self._changed.clear()
+                names = [self._topic(t) for t in self._interest]
+                await pubsub.subscribe(self._key("control"))
+                for chunk in _chunks(names, SUBSCRIBE_CHUNK):
+                    await pubsub.subscribe(*chunk)
+                early = await self._confirmed(pubsub, len(names) + 1)
+                self._pubsub = pubsub
                 if not self._healthy:
                     await self._recover()
+                await self._catch_up_streams()
+                for message in early:
+                    self._on_message(message)
+                self._reconcile.set()  # what changed meanwhile
                 backoff = 0.1
                 async for message in pubsub.listen():
-                    if message.get("type") == "message" and self._hub is not None:
-                        try:
-                            envelope = decode(orjson.loads(message["data"]))
-                        except (orjson.JSONDecodeError, EnvelopeError) as exc:
-                            log.warning("bad envelope from the cluster: %s", exc)
-                            continue
-                        try:
-                            self._hub.receive(envelope)
-                        except Exception:
-                            log.exception("error delivering an envelope from the cluster")
+                    self._on_message(message)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
@@ -248,17 +466,88 @@ class RedisAdapter:
                 if self._closing:
                     return
                 self._lost(exc)
+            self._pubsub = None
+            if not self._catch_up:
+                self._catch_up = set(self._subscribed)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
 
-    def _lost(self, exc: BaseException) -> None:
-        if self._healthy:
-            log.warning(
-                "lost Redis (%s): serving local clients only until it is back", type(exc).__name__
-            )
-        self._healthy = False
+    async def _confirmed(self, pubsub: Any, count: int) -> list[dict[str, Any]]:
+        """Wait until Redis has confirmed ``count`` subscriptions; the messages that came
+        meanwhile are returned, to be applied after the catch-up (which is older)."""
+        early: list[dict[str, Any]] = []
+        async with asyncio.timeout(SUBSCRIBE_WAIT + count / 1000):
+            while len(self._subscribed) < count:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                if message["type"] == "message":
+                    early.append(message)
+                else:
+                    self._on_message(message)
+        return early
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "message":
+            self._deliver(message["data"])
+        elif kind == "subscribe":
+            name = str(message["channel"])
+            self._subscribed.add(name)
+            self._unsubscribing.discard(name)
+            self._release(name)
+        elif kind == "unsubscribe":
+            name = str(message["channel"])
+            self._subscribed.discard(name)
+            self._unsubscribing.discard(name)
+
+    def _deliver(self, message: str) -> None:
+        """Apply one message (``node seq envelope``) unless it is ours or already applied."""
+        origin, _, rest = message.partition(" ")
+        if origin == self.node_id or self._hub is None:
+            return
+        seq_text, _, body = rest.partition(" ")
+        try:
+            seq = int(seq_text)
+            envelope = decode(orjson.loads(body))
+        except (ValueError, EnvelopeError) as exc:  # orjson.JSONDecodeError is a ValueError
+            log.warning("bad envelope from the cluster: %s", exc)
+            return
+        if seq <= self._seen.get(origin, 0):
+            return  # sent twice (a retried batch, or read from a stream and then live)
+        self._seen[origin] = seq
+        self.received += 1
+        try:
+            self._hub.receive(envelope)
+        except Exception:
+            log.exception("error delivering an envelope from the cluster")
+
+    async def _catch_up_streams(self) -> None:
+        """After the subscriptions dropped: what the topics followed then got meanwhile, from
+        their streams, in each publisher's order, before anything that arrives live."""
+        names, self._catch_up = self._catch_up, set()
+        if not names or self._clock_ms == 0 or self._redis is None:
+            return
+        start = "-" if self._clock_ms < 0 else str(max(0, self._clock_ms - CATCH_UP_MARGIN_MS))
+        entries: list[tuple[str, int, str]] = []
+        for chunk in _chunks(sorted(names), 200):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in chunk:
+                    pipe.xrange(self._stream(name), min=start, count=CATCH_UP_COUNT)
+                replies = await pipe.execute()
+            for reply in replies:
+                for _id, fields in reply:
+                    origin, _, rest = str(fields.get("m", "")).partition(" ")
+                    seq, _, _ = rest.partition(" ")
+                    if origin != self.node_id and seq.isdigit():
+                        entries.append((origin, int(seq), fields["m"]))
+        entries.sort()
+        for _, _, message in entries:
+            self._deliver(message)
+        if entries:
+            log.info("caught up with %d envelopes published while the link was down", len(entries))
 
     async def _recover(self) -> None:
         """Back after an outage: re-register this node and re-add its sockets' state.
@@ -292,7 +581,7 @@ class RedisAdapter:
                             keys=self._subs_keys(state),
                             args=[channel.name, self._node_field(state, channel.name), 1],
                         )
-            self._healthy = True
+            self._set_healthy()
         log.info("Redis is back: node %s re-registered", self.node_id)
 
     # --- presence ---------------------------------------------------------------------------
@@ -446,12 +735,7 @@ class RedisAdapter:
         if not self._healthy:
             return
         key = self._key("cache", state.app.id, channel)
-        try:
-            self._outbox.put_nowait(
-                (orjson.dumps({"e": event, "d": data}), key, max(1, int(ttl * 1000)))
-            )
-        except asyncio.QueueFull:
-            self.dropped += 1
+        self._enqueue(key, orjson.dumps({"e": event, "d": data}), max(1, int(ttl * 1000)))
 
     async def cache_get(self, state: AppState, channel: str) -> tuple[str, Any, float] | None:
         if not self._healthy or self._redis is None:
@@ -481,6 +765,7 @@ class RedisAdapter:
                     await self._recover()
                     continue
                 async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.time()
                     pipe.zadd(self._key("nodes"), {self.node_id: time.time()})
                     apps = list(self._hub.registry.apps.values())
                     for state in apps:
@@ -490,6 +775,8 @@ class RedisAdapter:
                     for state in apps:
                         pipe.hgetall(self._key("conns", state.app.id))
                     replies = await pipe.execute()
+                if self._pubsub is not None and not self._catch_up:
+                    self._clock_ms = _ms(replies[0])  # the link was up until now
                 for state, counts in zip(apps, replies[-len(apps) :] if apps else [], strict=True):
                     self._others[state.app.id] = sum(
                         int(v) for k, v in counts.items() if k != self.node_id
@@ -548,3 +835,14 @@ class RedisAdapter:
                 pipe.hdel(self._key("conns", app), node)
             pipe.zrem(self._key("nodes"), node)
             await pipe.execute()
+
+
+def _ms(now: Any) -> int:
+    """Redis's ``TIME`` reply in milliseconds."""
+    seconds, micros = now
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

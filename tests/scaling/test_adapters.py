@@ -16,7 +16,17 @@ from typing import Any
 import pytest
 
 from reverbpy.config import AppConfig, ScalingConfig, Secret, ServerConfig
-from reverbpy.protocol.cluster import ApiEvent, ClientEvent, Envelope
+from reverbpy.protocol.cluster import (
+    CHANNEL,
+    USER,
+    WATCH,
+    ApiEvent,
+    ClientEvent,
+    Envelope,
+    Terminate,
+    Topic,
+    UserOnline,
+)
 from reverbpy.protocol.presence import Member
 from reverbpy.registry import AppState, Registry
 from reverbpy.scaling.base import PresenceFull
@@ -87,14 +97,61 @@ async def test_start_gives_the_listener_its_node_id(nodes: tuple[Node, Node]) ->
     assert la.node_id == a.node_id and lb.node_id == b.node_id and a.node_id != b.node_id
 
 
+async def follow(adapter: RedisAdapter, *topics: Topic) -> None:
+    for topic in topics:
+        interest = adapter.follow(topic)
+        assert interest is not None, "a new topic is not subscribed yet"
+        await asyncio.wait_for(interest, 5)
+
+
 async def test_published_envelopes_arrive_decoded_and_in_order(nodes: tuple[Node, Node]) -> None:
-    (a, _, _), (_, lb, _) = nodes
+    (a, _, _), (b, lb, _) = nodes
+    await follow(b, ("1", CHANNEL, "news"), ("1", CHANNEL, "private-c"))
     sent = [Envelope("1", a.node_id, ApiEvent(["news"], "e", {"n": n})) for n in range(50)]
     sent.append(Envelope("1", a.node_id, ClientEvent("private-c", "client-x", None, "u", "1.1")))
     for envelope in sent:
         a.publish(envelope)
     await wait_for(lb, len(sent))
     assert lb.envelopes == sent
+
+
+async def test_a_node_receives_only_the_topics_it_follows(nodes: tuple[Node, Node]) -> None:
+    """Interest routing: an event to two channels reaches a node as the part for the channel
+    it serves; after its last local interest goes, nothing more of that channel arrives."""
+    (a, la, _), (b, lb, _) = nodes
+    news, sport = ("1", CHANNEL, "news"), ("1", CHANNEL, "sport")
+    await follow(b, news)
+    assert b.follow(news) is None  # counted: already subscribed
+    a.publish(Envelope("1", a.node_id, ApiEvent(["news", "sport"], "e", 1)))
+    a.publish(Envelope("1", a.node_id, Terminate("42")))  # a user nobody here follows
+    await wait_for(lb, 1)
+    b.unfollow(news)  # one of two interests left: still followed
+    a.publish(Envelope("1", a.node_id, ApiEvent(["news"], "e", 2)))
+    await wait_for(lb, 2)
+    b.unfollow(news)  # the last: unsubscribed
+    await follow(b, sport)  # (after the unsubscribe, on the same connection)
+    a.publish(Envelope("1", a.node_id, ApiEvent(["news"], "e", 3)))
+    a.publish(Envelope("1", a.node_id, ApiEvent(["sport"], "e", 4)))
+    await wait_for(lb, 3)
+    await asyncio.sleep(0.1)
+    assert [(e.message.channels, e.message.data) for e in lb.envelopes] == [  # type: ignore[union-attr]
+        (["news"], 1),
+        (["news"], 2),
+        (["sport"], 4),
+    ]
+    assert b.received == 3 and la.envelopes == []  # a follows nothing; its own never return
+
+
+async def test_user_and_watch_topics_route_terminate_and_presence_of_users(
+    nodes: tuple[Node, Node],
+) -> None:
+    (a, _, _), (b, lb, _) = nodes
+    await follow(b, ("1", USER, "7"), ("1", WATCH, "8"))
+    for message in (Terminate("6"), Terminate("7"), UserOnline("9"), UserOnline("8")):
+        a.publish(Envelope("1", a.node_id, message))
+    await wait_for(lb, 2)
+    await asyncio.sleep(0.1)
+    assert [e.message for e in lb.envelopes] == [Terminate("7"), UserOnline("8")]
 
 
 async def test_presence_is_cluster_wide(nodes: tuple[Node, Node]) -> None:

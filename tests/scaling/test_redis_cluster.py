@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, free_port, start_server
 from tests.functional.raw import Client, api, connect
 
 pytestmark = pytest.mark.redis
@@ -136,53 +140,119 @@ async def test_killed_node_members_removed(http: aiohttp.ClientSession, tmp_path
         doomed.stop()
 
 
-async def test_redis_outage_local_clients_keep_working(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str], redis_url: str) -> None:
-    import shutil
-    import subprocess
+class OwnRedis:
+    """A redis-server of the test's own, on a fixed port, to stop, restart or freeze."""
 
-    from tests.conftest import free_port
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
 
-    port = free_port()
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-    env = {**cluster_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-    await asyncio.sleep(0.3)
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.proc = None
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+
+async def both_healthy(http: aiohttp.ClientSession, *nodes: ServerProcess, within: float = 15) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            health = []
+            for node in nodes:
+                async with http.get(f"{node.http_url}/up") as r:
+                    health.append((await r.json())["health"])
+            if health == ["OK"] * len(nodes):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
+    http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    """Redis stopped, 20 events accepted by node A meanwhile, Redis restarted (empty, as
+    without persistence): A's subscribers get them at once, B's once the link is back, in
+    order and once each."""
+    own = OwnRedis(tmp_path)
+    own.start()
+    env = {**cluster_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
     try:
         ca, cb = await connect(http, a), await connect(http, b)
         await ca.subscribe("live")
         await cb.subscribe("live")
-        proc.terminate()
-        proc.wait(5)
-        # the node's own subscribers still get events; /up reports the degradation
+        own.stop()
         await asyncio.sleep(0.5)
-        assert (await api(http, a, "POST", "/events", {"name": "n", "channel": "live", "data": "local"}))[0] == 200
-        assert (await ca.recv())["data"] == "local"
+        for i in range(20):  # accepted while Redis is down
+            assert (await api(http, a, "POST", "/events", {"name": "n", "channel": "live", "data": f"gap {i}"}))[0] == 200
+        assert [(await ca.recv())["data"] for _ in range(20)] == [f"gap {i}" for i in range(20)]
         async with http.get(f"{a.http_url}/up") as r:
             assert r.status == 200 and (await r.json())["health"] == "DEGRADED"
         async with http.get(f"{a.http_url}/ready") as r:
             assert r.status == 503 and "redis link down" in (await r.json())["reason"]
         async with http.get(f"{a.http_url}/metrics") as r:
-            assert 'reverbpy_adapter_up{adapter="redis"} 0.0' in await r.text()
-        # Redis comes back on the same port: the nodes reconnect and fan out again
-        proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-        for _ in range(100):
-            async with http.get(f"{a.http_url}/up") as r1, http.get(f"{b.http_url}/up") as r2:
-                if (await r1.json())["health"] == "OK" and (await r2.json())["health"] == "OK":
-                    break
-            await asyncio.sleep(0.1)
+            metrics = await r.text()
+        assert 'reverbpy_adapter_up{adapter="redis"} 0.0' in metrics
+        assert "reverbpy_adapter_buffered_envelopes 20.0" in metrics
+        own.start()  # back on the same port, without its data
+        await both_healthy(http, a, b)
         async with http.get(f"{a.http_url}/ready") as r:
             assert r.status == 200
         await api(http, a, "POST", "/events", {"name": "n", "channel": "live", "data": "cluster again"})
-        assert (await cb.recv(timeout=5))["data"] == "cluster again"
+        got = [(await cb.recv(timeout=10))["data"] for _ in range(21)]
+        assert got == [f"gap {i}" for i in range(20)] + ["cluster again"]
         status, body = await api(http, b, "GET", "/channels", params={"info": "subscription_count"})
         assert body == {"channels": {"live": {"subscription_count": 2}}}
     finally:
         a.stop()
         b.stop()
-        proc.terminate()
-        proc.wait(5)
+        own.stop()
+
+
+async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    """Redis stopped with SIGSTOP for 3 s (a stalled VM, a long fork) while node A accepts 20
+    events: the batch that timed out is sent again, and B applies every event exactly once."""
+    own = OwnRedis(tmp_path)
+    own.start()
+    env = {**cluster_env, "REDIS_URL": own.url}
+    a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
+    try:
+        cb = await connect(http, b)
+        await cb.subscribe("frozen")
+        own.signal(signal.SIGSTOP)
+        for i in range(20):
+            assert (await api(http, a, "POST", "/events", {"name": "n", "channel": "frozen", "data": str(i)}))[0] == 200
+            await asyncio.sleep(0.15)
+        own.signal(signal.SIGCONT)
+        got = [(await cb.recv(timeout=20))["data"] for _ in range(20)]
+        assert got == [str(i) for i in range(20)]
+        await both_healthy(http, a, b)
+        await api(http, a, "POST", "/events", {"name": "n", "channel": "frozen", "data": "end"})
+        assert (await cb.recv(timeout=10))["data"] == "end"  # nothing twice before it
+    finally:
+        a.stop()
+        b.stop()
+        own.stop()
 
 
 async def test_keys_live_under_the_prefix(http: aiohttp.ClientSession, cluster: list[ServerProcess], cluster_env: dict[str, str], redis_url: str) -> None:
