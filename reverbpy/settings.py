@@ -278,6 +278,11 @@ def load_config(
         redis = _RedisSettings.model_validate(_prefixed(variables, "REDIS_"))
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, "REDIS_")) from None
+    if redis.cluster and settings.scaling_enabled and settings.scaling_driver == "redis":
+        raise ConfigError(
+            "REDIS_CLUSTER=true: Redis Cluster is not supported yet (sharded pub/sub is planned);"
+            " use one Redis (or a primary with replicas), or REVERB_SCALING_DRIVER=nats"
+        )
     scaling = ScalingConfig(
         adapter=settings.scaling_driver if settings.scaling_enabled else "memory",
         channel=settings.scaling_channel,
