@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 ADAPTERS = {
     "memory": "reverbpy.scaling.memory:MemoryAdapter",
     "redis": "reverbpy.scaling.redis:RedisAdapter",
+    "nats": "reverbpy.scaling.nats:NatsAdapter",
 }
 
 
