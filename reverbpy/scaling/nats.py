@@ -66,7 +66,6 @@ import logging
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -85,6 +84,7 @@ from reverbpy.protocol.cluster import (
 )
 from reverbpy.protocol.presence import Member
 from reverbpy.scaling.base import ClusterListener, PresenceFull, PresenceJoin
+from reverbpy.scaling.buffer import OutageBuffer
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -103,8 +103,6 @@ Doc = dict[str, Any]
 HEARTBEAT = 2.0
 """Seconds between heartbeats at most (a third of ``node_timeout`` when that is shorter)."""
 MAX_BACKOFF = 5.0
-PUBLISH_QUEUE = 100_000
-"""Envelopes queued while the link is up (a burst); ``buffer_size`` bounds an outage's."""
 PUBLISH_BATCH = 1024
 START_WAIT = 5.0
 """Seconds ``start`` waits for the server before serving local clients alone."""
@@ -175,8 +173,6 @@ class NatsAdapter:
         self._kv_subject = f"$KV.{self._bucket}."
         self._node_timeout = scaling.node_timeout
         self._beat_every = min(HEARTBEAT, scaling.node_timeout / 3)
-        self._buffer_size = scaling.buffer_size
-        self._buffer_age = scaling.buffer_age
         self.node_id = secrets.token_hex(8)
         self._tag = self.node_id.encode()
         self._listener: ClusterListener | None = None
@@ -197,9 +193,11 @@ class NatsAdapter:
         self._recover_again = False
         self._kv_warned = False
         # fan-out
-        self._outbox: deque[tuple[float, str, bytes]] = deque()
+        self._outbox: OutageBuffer[tuple[str, bytes]] = OutageBuffer(
+            scaling.buffer_size, scaling.buffer_age, "NATS"
+        )
         self._outbox_wake = asyncio.Event()
-        self._overflow_logged = False
+        self._failed = 0  # envelopes NATS refused while connected
         self._subjects: dict[Topic, str] = {}
         # interest
         self._interest: dict[Topic, int] = {}
@@ -216,7 +214,6 @@ class NatsAdapter:
         self._others: dict[str, int] = {}
         self._seen: dict[str, tuple[int, float]] = {}
         # metrics (read with getattr)
-        self.dropped = 0
         self.received = 0
         self.publish_batches = 0
         self.publish_seconds = 0.0
@@ -258,8 +255,8 @@ class NatsAdapter:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(3):
                 if self._connected:
-                    while self._outbox:  # what the hub published last still leaves
-                        _, subject, payload = self._outbox.popleft()
+                    # What the hub published last still leaves.
+                    for subject, payload in self._outbox.take(time.monotonic(), len(self._outbox)):
                         await nc.publish(subject, payload)
                 if self._connected and self._kv is not None:
                     await self._reconcile(self.node_id, {}, announce=False)
@@ -363,7 +360,7 @@ class NatsAdapter:
                 if not self._connected:
                     return
                 self._flowing = self._ever_flowed = True
-                self._overflow_logged = False
+                self._outbox.link_back()
                 self._outbox_wake.set()
             if self._kv_ready:
                 log.info("NATS link up: node %s registered", self.node_id)
@@ -434,30 +431,18 @@ class NatsAdapter:
         return subject
 
     def publish(self, envelope: Envelope) -> None:
-        limit = max(self._buffer_size, PUBLISH_QUEUE) if self._flowing else self._buffer_size
         now = time.monotonic()
         for topic, part in route(envelope):
             payload = self._tag + b"\n" + orjson.dumps(encode(part))
-            while len(self._outbox) >= limit and self._outbox:
-                self._outbox.popleft()
-                self._dropped(1)
-            if limit <= 0:
-                self._dropped(1)
-                continue
-            self._outbox.append((now, self._subject(topic), payload))
+            self._outbox.append((self._subject(topic), payload), now)
         if self._flowing:
             self._outbox_wake.set()
 
-    def _dropped(self, count: int) -> None:
-        self.dropped += count
-        if not self._overflow_logged:
-            self._overflow_logged = True
-            log.warning(
-                "envelopes waiting for NATS overflow the buffer (%d envelopes, %.0f s): "
-                "dropping the oldest, which other nodes miss",
-                self._buffer_size,
-                self._buffer_age,
-            )
+    @property
+    def dropped(self) -> int:
+        """Envelopes not relayed (``reverbpy_adapter_dropped_envelopes``): let go by the
+        outage buffer, or refused by NATS."""
+        return self._outbox.dropped + self._failed
 
     async def _publisher(self) -> None:
         """One queue, one connection: envelopes leave in the order they were published."""
@@ -467,25 +452,20 @@ class NatsAdapter:
             while self._outbox and self._flowing and self._connected and self._nc is not None:
                 nc = self._nc
                 started = time.perf_counter()
-                now = time.monotonic()
+                batch = self._outbox.take(time.monotonic(), PUBLISH_BATCH)
                 sent = 0
-                while self._outbox and sent < PUBLISH_BATCH and self._flowing and nc.is_connected:
-                    queued_at, subject, payload = self._outbox[0]
-                    if now - queued_at > self._buffer_age:
-                        self._outbox.popleft()
-                        self._dropped(1)
-                        continue
+                for subject, payload in batch:
+                    if not (self._flowing and nc.is_connected):
+                        break
                     try:
                         await nc.publish(subject, payload)
                     except Exception as exc:
                         if not nc.is_connected:
                             break  # kept, in order, for when the link is back
                         log.warning("envelope not relayed (%s: %s)", type(exc).__name__, exc)
-                        self._outbox.popleft()
-                        self.dropped += 1
-                        continue
-                    self._outbox.popleft()
+                        self._failed += 1
                     sent += 1
+                self._outbox.put_back(len(batch) - sent)
                 self.publish_batches += 1
                 self.publish_seconds += time.perf_counter() - started
                 if not sent:

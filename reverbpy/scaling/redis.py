@@ -37,7 +37,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +46,7 @@ from reverbpy.config import ServerConfig
 from reverbpy.protocol.cluster import Envelope, EnvelopeError, Topic, decode, encode, route
 from reverbpy.protocol.presence import Member
 from reverbpy.scaling.base import ClusterListener, PresenceFull, PresenceJoin
+from reverbpy.scaling.buffer import OutageBuffer
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -135,16 +135,16 @@ class RedisAdapter:
         self._url = scaling.redis_url
         self._prefix = scaling.prefix
         self._node_timeout = scaling.node_timeout
-        self._buffer_size = scaling.buffer_size
-        self._buffer_age = scaling.buffer_age
         self._retention_ms = max(1000, int(scaling.buffer_age * 1000))
         self._apps = [a.id for a in config.apps]
         self.node_id = secrets.token_hex(8)
         self._hub: ClusterListener | None = None
         self._redis: Redis | None = None
-        # What waits for Redis, oldest first: (queued at, topic or cache key, message, ttl ms);
-        # a ttl means SET with expiry (a cache entry), else an envelope for the topic.
-        self._buffer: deque[tuple[float, str, bytes, int]] = deque()
+        # What waits for Redis, oldest first: (topic or cache key, message, ttl ms); a ttl
+        # means SET with expiry (a cache entry), else an envelope for the topic.
+        self._buffer: OutageBuffer[tuple[str, bytes, int]] = OutageBuffer(
+            scaling.buffer_size, scaling.buffer_age, "Redis"
+        )
         self._queued = asyncio.Event()
         self._up = asyncio.Event()  # set while healthy: the publisher waits on it
         self._seq = 0  # this node's envelopes, numbered
@@ -168,9 +168,7 @@ class RedisAdapter:
         self._tasks: list[asyncio.Task[None]] = []
         self._healthy = False
         self._closing = False
-        self._overflow_logged = False
         self._recovering = asyncio.Lock()
-        self.dropped = 0
         self.received = 0
         self.publish_batches = 0
         self.publish_seconds = 0.0
@@ -185,6 +183,11 @@ class RedisAdapter:
     def buffered(self) -> int:
         """Envelopes waiting for Redis (``reverbpy_adapter_buffered_envelopes``)."""
         return len(self._buffer)
+
+    @property
+    def dropped(self) -> int:
+        """Envelopes the buffer let go (``reverbpy_adapter_dropped_envelopes``)."""
+        return self._buffer.dropped
 
     async def start(self, hub: ClusterListener) -> None:
         from redis.asyncio import BlockingConnectionPool, Redis
@@ -269,7 +272,7 @@ class RedisAdapter:
 
     def _set_healthy(self) -> None:
         self._healthy = True
-        self._overflow_logged = False
+        self._buffer.link_back()
         self._up.set()
         self._reconcile.set()  # the interest that changed while Redis was away
 
@@ -279,8 +282,8 @@ class RedisAdapter:
                 "lost Redis (%s): serving local clients only until it is back; envelopes wait"
                 " in a buffer (%d at most, %gs)",
                 type(exc).__name__,
-                self._buffer_size,
-                self._buffer_age,
+                self._buffer.size,
+                self._buffer.age,
             )
         self._healthy = False
         self._up.clear()
@@ -295,40 +298,8 @@ class RedisAdapter:
             self._enqueue(self._topic(topic), message, 0)
 
     def _enqueue(self, target: str, message: bytes, ttl_ms: int) -> None:
-        buffer = self._buffer
-        if len(buffer) >= self._buffer_size:
-            buffer.popleft()  # the oldest goes: newer events matter more to a live page
-            self._overflowed(1)
-        buffer.append((time.monotonic(), target, message, ttl_ms))
+        self._buffer.append((target, message, ttl_ms), time.monotonic())
         self._queued.set()
-
-    def _overflowed(self, count: int) -> None:
-        self.dropped += count
-        if not self._overflow_logged:
-            self._overflow_logged = True
-            log.warning(
-                "cluster buffer full or too old: envelopes dropped (REVERB_SCALING_BUFFER_SIZE"
-                " %d, REVERB_SCALING_BUFFER_AGE %gs); counted in"
-                " reverbpy_adapter_dropped_envelopes",
-                self._buffer_size,
-                self._buffer_age,
-            )
-
-    def _take(self) -> list[tuple[float, str, bytes, int]]:
-        """The next batch, oldest first, without what waited past ``buffer_age``."""
-        buffer = self._buffer
-        batch: list[tuple[float, str, bytes, int]] = []
-        oldest = time.monotonic() - self._buffer_age
-        expired = 0
-        while buffer and len(batch) < BATCH:
-            item = buffer.popleft()
-            if item[0] < oldest:
-                expired += 1
-            else:
-                batch.append(item)
-        if expired:
-            self._overflowed(expired)
-        return batch
 
     async def _publisher(self) -> None:
         """One connection, one buffer: envelopes leave in the order they were published. A
@@ -343,7 +314,7 @@ class RedisAdapter:
                 await self._queued.wait()
                 continue
             await self._up.wait()
-            batch = self._take()
+            batch = self._buffer.take(time.monotonic(), BATCH)
             if not batch:
                 continue
             try:
@@ -352,20 +323,21 @@ class RedisAdapter:
                     # EVALSHA by hand: redis-py's scripts in a pipeline cost a SCRIPT EXISTS
                     # round trip per batch, which at one trigger per batch doubles them.
                     sha, retention = self._send.sha, self._retention_ms
-                    for _, target, message, ttl_ms in batch:
+                    for target, message, ttl_ms in batch:
                         if ttl_ms:
                             pipe.set(target, message, px=ttl_ms)
                         else:
                             pipe.evalsha(sha, 1, self._stream(target), target, message, retention)
                     await pipe.execute()
+                self._buffer.put_back(0)
                 self.publish_batches += 1
                 self.publish_seconds += time.perf_counter() - started
             except NoScriptError:  # a restarted Redis: nothing of the batch ran
-                self._buffer.extendleft(reversed(batch))
+                self._buffer.put_back(len(batch))
                 with contextlib.suppress(Exception):
                     await self._redis.script_load(_SEND)
             except Exception as exc:
-                self._buffer.extendleft(reversed(batch))
+                self._buffer.put_back(len(batch))
                 if self._closing:
                     return
                 self._lost(exc)
