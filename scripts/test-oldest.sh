@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 import re, sys, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project["optional-dependencies"]
-deps = project["dependencies"] + extras["fast"] + extras["redis"] + extras["examples"]
+deps = project["dependencies"] + extras["fast"] + extras["redis"] + extras["nats"] + extras["examples"]
 pins = []
 for dep in deps:
     m = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9][^,;\s]*)(;.*)?", dep.strip())
@@ -39,8 +39,8 @@ while read -r name; do skip+=(--no-emit-package "$name"); done < <(
 
 [ -x "$venv/bin/python" ] || "$uv" venv --quiet --python "$python" "$venv"
 VIRTUAL_ENV="$venv" "$uv" pip install --quiet \
-  -e '.[fast,redis,examples]' -r "$work/dev.txt" pytest-aiohttp \
+  -e '.[fast,redis,nats,examples]' -r "$work/dev.txt" pytest-aiohttp \
   --constraint "$work/oldest.txt"
 VIRTUAL_ENV="$venv" "$uv" pip list 2>/dev/null \
-  | grep -Ei '^(aiohttp|orjson|pydantic-settings|pydantic|redis|prometheus-client|uvloop|pusher) '
+  | grep -Ei '^(aiohttp|orjson|pydantic-settings|pydantic|redis|nats-py|prometheus-client|uvloop|pusher) '
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "${@:4}"

@@ -197,8 +197,10 @@ async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
     own.start()
     env = {**cluster_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
+    clients: list[Client] = []
     try:
         ca, cb = await connect(http, a), await connect(http, b)
+        clients += (ca, cb)
         await ca.subscribe("live")
         await cb.subscribe("live")
         own.stop()
@@ -224,6 +226,8 @@ async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
         status, body = await api(http, b, "GET", "/channels", params={"info": "subscription_count"})
         assert body == {"channels": {"live": {"subscription_count": 2}}}
     finally:
+        for c in clients:
+            await c.ws.close()
         a.stop()
         b.stop()
         own.stop()
@@ -236,8 +240,10 @@ async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_pat
     own.start()
     env = {**cluster_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
+    clients: list[Client] = []
     try:
         cb = await connect(http, b)
+        clients.append(cb)
         await cb.subscribe("frozen")
         own.signal(signal.SIGSTOP)
         for i in range(20):
@@ -250,6 +256,8 @@ async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_pat
         await api(http, a, "POST", "/events", {"name": "n", "channel": "frozen", "data": "end"})
         assert (await cb.recv(timeout=10))["data"] == "end"  # nothing twice before it
     finally:
+        for c in clients:
+            await c.ws.close()
         a.stop()
         b.stop()
         own.stop()
