@@ -8,7 +8,9 @@ Processes with one ``RedisAdapter`` each (no HTTP, no sockets: the adapter's own
 Redis: ``--receivers`` nodes (1) follow 100 channel topics; the publisher publishes ``--envelopes`` API
 events spread over them, as the hub does after a trigger, as fast as its buffer drains. CPU
 is each process's user+system time over its part (``resource.getrusage``), Redis's from
-``INFO cpu``. Redis: ``REDIS_URL`` when set, else 127.0.0.1:6379.
+``INFO cpu``. Both run on uvloop, as ``reverbpy serve`` does. With ``--rate``, the publisher's
+figure includes its own pacing (a timer per envelope). Redis: ``REDIS_URL`` when set, else
+127.0.0.1:6379.
 """
 
 from __future__ import annotations
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("rest", nargs="*")
     opts = ap.parse_args(argv)
     if opts.role:
+        from reverbpy.cli import _install_uvloop
+
+        _install_uvloop()  # the server's event loop, so the figures are a node's
         url, prefix, n, rate = opts.rest
         if opts.role == "receiver":
             asyncio.run(_receiver(url, prefix, int(n)))
