@@ -265,7 +265,7 @@ class Hub:
 
     async def sign_out(self, state: AppState, conn: Peer, user_id: str) -> None:
         app_id = state.app.id
-        watching = [u for u in conn.session.watchlist if u in state.watchers]
+        watching = [u for u in dict.fromkeys(conn.session.watchlist) if u in state.watchers]
         last = state.sign_out(conn, user_id)
         for u in watching:
             if u not in state.watchers:

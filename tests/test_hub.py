@@ -25,6 +25,7 @@ from reverbpy.protocol.cluster import (
 )
 from reverbpy.protocol.errors import SubscriptionError
 from reverbpy.protocol.presence import Member
+from reverbpy.protocol.session import SignedInUser
 from reverbpy.registry import AppState, Registry
 from reverbpy.scaling.base import PresenceFull, PresenceJoin
 from reverbpy.scaling.memory import MemoryAdapter
@@ -220,3 +221,54 @@ async def test_watchers_hear_online_once_per_user(outbox: Outbox) -> None:
     await hub.sign_in(state, second, "42", (), messages.signin_success("{}"))
     assert watcher.events().count("pusher_internal:watchlist_events") == 1
     assert [e.message for e in adapter.published].count(UserOnline("42")) == 1
+
+
+class CountingAdapter(FakeAdapter):
+    """Keeps the hub's interest counts as a clustering adapter would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interest: dict[tuple[str, str, str], int] = {}
+
+    def follow(self, topic: tuple[str, str, str]) -> None:
+        self.interest[topic] = self.interest.get(topic, 0) + 1
+
+    def unfollow(self, topic: tuple[str, str, str]) -> None:
+        count = self.interest[topic] - 1  # a KeyError here is an unfollow without a follow
+        if count:
+            self.interest[topic] = count
+        else:
+            del self.interest[topic]
+
+
+async def test_every_follow_is_matched_by_one_unfollow(outbox: Outbox) -> None:
+    """The adapter receives a topic while the hub counts an interest in it: joins (failed
+    ones let go at once), first signed-in socket of a user, first watcher of a user."""
+    adapter = CountingAdapter()
+    hub, state = make_hub(adapter)
+    a, b, c = (connect(hub, state, f"1.{n}", outbox) for n in range(3))
+    for peer in (a, b):
+        peer.session.subscriptions["news"] = None  # what the session records as it asks
+        await hub.join(state, peer, "news", None)
+    assert adapter.interest == {("1", "c", "news"): 2}
+    await hub.leave(state, b, "news", None)
+    b.session.subscriptions.clear()
+    c.closed = True  # gone while the cluster was asked: the join is undone
+    await hub.join(state, c, "news", None)
+    adapter.full = True
+    with pytest.raises(SubscriptionError):
+        await hub.join(state, b, "presence-room", Member("u"))
+    assert adapter.interest == {("1", "c", "news"): 1}
+    for peer, watchlist in ((a, ("7", "7", "8")), (b, ("8",))):
+        peer.session.user, peer.session.watchlist = SignedInUser("42", None, "{}"), watchlist
+        await hub.sign_in(state, peer, "42", watchlist, messages.signin_success("{}"))
+    assert adapter.interest == {
+        ("1", "c", "news"): 1,
+        ("1", "u", "42"): 1,  # the user's first socket here, not each
+        ("1", "w", "7"): 1,
+        ("1", "w", "8"): 1,  # the first watcher here
+    }
+    await hub.disconnect(state, b)
+    assert ("1", "u", "42") in adapter.interest and ("1", "w", "8") in adapter.interest
+    await hub.disconnect(state, a)
+    assert adapter.interest == {}
