@@ -214,3 +214,23 @@ async def test_memory_adapter_says_this_node_is_the_whole_truth() -> None:
     assert await adapter.channel_counts(state) is None
     assert adapter.other_connections(state) == 0
     await adapter.close()
+
+
+async def test_a_topic_followed_again_while_its_unsubscribe_is_on_the_way_stays_subscribed(
+    nodes: tuple[Node, Node],
+) -> None:
+    """The last socket leaves and another joins at once: the join must not end up on a topic
+    Redis has just unsubscribed, whether the UNSUBSCRIBE is not sent yet, sent, or confirmed."""
+    (a, _, _), (b, lb, _) = nodes
+    news = ("1", CHANNEL, "news")
+    await follow(b, news)
+    for turns in range(8):
+        b.unfollow(news)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        again = b.follow(news)
+        if again is not None:
+            await asyncio.wait_for(again, 5)
+        a.publish(Envelope("1", a.node_id, ApiEvent(["news"], "e", turns)))
+        await wait_for(lb, turns + 1)
+    assert [e.message.data for e in lb.envelopes] == list(range(8))  # type: ignore[union-attr]
