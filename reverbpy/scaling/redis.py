@@ -138,6 +138,7 @@ class RedisAdapter:
         self._retention_ms = max(1000, int(scaling.buffer_age * 1000))
         self._apps = [a.id for a in config.apps]
         self.node_id = secrets.token_hex(8)
+        self._origin = self.node_id.encode()  # what every message it publishes starts with
         self._hub: ClusterListener | None = None
         self._redis: Redis | None = None
         # What waits for Redis, oldest first: (topic or cache key, message, ttl ms); a ttl
@@ -291,10 +292,9 @@ class RedisAdapter:
     # --- fan-out ----------------------------------------------------------------------------
 
     def publish(self, envelope: Envelope) -> None:
-        origin = self.node_id.encode()
         for topic, part in route(envelope):
             self._seq += 1
-            message = b"%s %d %s" % (origin, self._seq, orjson.dumps(encode(part)))
+            message = b"%s %d %s" % (self._origin, self._seq, orjson.dumps(encode(part)))
             self._enqueue(self._topic(topic), message, 0)
 
     def _enqueue(self, target: str, message: bytes, ttl_ms: int) -> None:

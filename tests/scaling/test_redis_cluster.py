@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
-import redis
 import redis.asyncio as aioredis
 
-from tests.conftest import ServerProcess, free_port, start_server
+from tests.conftest import ServerProcess, start_server
 from tests.functional.raw import Client, api, connect
+from tests.soak.harness import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -140,41 +137,6 @@ async def test_killed_node_members_removed(http: aiohttp.ClientSession, tmp_path
         doomed.stop()
 
 
-class OwnRedis:
-    """A redis-server of the test's own, on a fixed port, to stop, restart or freeze."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
-        )
-        client = redis.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(5)
-            self.proc = None
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-
 async def both_healthy(http: aiohttp.ClientSession, *nodes: ServerProcess, within: float = 15) -> None:
     async with asyncio.timeout(within):
         while True:
@@ -193,7 +155,7 @@ async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
     """Redis stopped, 20 events accepted by node A meanwhile, Redis restarted (empty, as
     without persistence): A's subscribers get them at once, B's once the link is back, in
     order and once each."""
-    own = OwnRedis(tmp_path)
+    own = RedisServer(tmp_path)
     own.start()
     env = {**cluster_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
@@ -236,7 +198,7 @@ async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
 async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
     """Redis stopped with SIGSTOP for 3 s (a stalled VM, a long fork) while node A accepts 20
     events: the batch that timed out is sent again, and B applies every event exactly once."""
-    own = OwnRedis(tmp_path)
+    own = RedisServer(tmp_path)
     own.start()
     env = {**cluster_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
@@ -245,11 +207,11 @@ async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_pat
         cb = await connect(http, b)
         clients.append(cb)
         await cb.subscribe("frozen")
-        own.signal(signal.SIGSTOP)
+        own.freeze()
         for i in range(20):
             assert (await api(http, a, "POST", "/events", {"name": "n", "channel": "frozen", "data": str(i)}))[0] == 200
             await asyncio.sleep(0.15)
-        own.signal(signal.SIGCONT)
+        own.thaw()
         got = [(await cb.recv(timeout=20))["data"] for _ in range(20)]
         assert got == [str(i) for i in range(20)]
         await both_healthy(http, a, b)
