@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
+from reverbpy.console.feed import Feed
 from reverbpy.dispatch import Peer, broadcast
 from reverbpy.protocol import messages
 from reverbpy.protocol.channels import channel_kind
@@ -52,6 +53,9 @@ class Hub:
         self.adapter = adapter
         self.node_id = ""
         """Set by a clustering adapter; envelopes from this node are not delivered twice."""
+        self.observer: Feed | None = None
+        """The console's log while a console stream is open, else None: the hot paths test
+        this one attribute and build nothing more (``console.feed``)."""
 
     def _hook(self, state: AppState, event: dict[str, Any]) -> None:
         if state.app.webhooks:
@@ -130,6 +134,11 @@ class Hub:
         if channel.kind.cache:
             self._replay_cache(state, conn, name)
         self._subscription_count_changed(state, channel)
+        if (observer := self.observer) is not None:
+            who = None if member is None else f"user {member.user_id}"
+            observer.record(
+                "subscribed", state.app.id, socket_id=conn.socket_id, channels=(name,), detail=who
+            )
         return True
 
     def _replay_cache(self, state: AppState, conn: Peer, name: str) -> None:
@@ -146,6 +155,10 @@ class Hub:
         channel, last = state.unsubscribe(conn, name, member)
         if channel is None:
             return
+        if (observer := self.observer) is not None:
+            observer.record(
+                "unsubscribed", state.app.id, socket_id=conn.socket_id, channels=(name,)
+            )
         self.adapter.unfollow((state.app.id, CHANNEL, name))
         if member is not None:
             cluster_last = await self.adapter.presence_leave(state, name, conn.socket_id, member)
@@ -190,6 +203,16 @@ class Hub:
         self, state: AppState, conn: Peer, name: str, event: str, data: Any, user_id: Any
     ) -> None:
         self._deliver_client_event(state, name, event, data, user_id, conn.socket_id)
+        if (observer := self.observer) is not None:
+            observer.record(
+                "client_event",
+                state.app.id,
+                socket_id=conn.socket_id,
+                channels=(name,),
+                event=event,
+                detail=None if user_id is None else f"user {user_id}",
+                data=data,
+            )
         if self.node_id:  # (``_publish``'s test, before the envelope is made)
             self._publish(state, ClientEvent(name, event, data, user_id, conn.socket_id))
         if state.app.webhooks:
@@ -320,6 +343,15 @@ class Hub:
         """Publish an event to channels here and on every other node; returns local frames queued."""
         if self.node_id:  # built only in a cluster: a lone node pays nothing per trigger
             self._publish(state, ApiEvent(channels, event, data, except_socket_id))
+        if (observer := self.observer) is not None:
+            observer.record(
+                "api_event",
+                state.app.id,
+                channels=tuple(channels),
+                event=event,
+                detail=None if except_socket_id is None else f"except {except_socket_id}",
+                data=data,
+            )
         return self._deliver_event(state, channels, event, data, except_socket_id, share=True)
 
     def _deliver_event(

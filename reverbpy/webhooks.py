@@ -43,6 +43,7 @@ import orjson
 from yarl import URL
 
 from reverbpy.config import AppConfig, WebhookTarget
+from reverbpy.console.feed import Feed
 
 log = logging.getLogger("reverbpy.webhooks")
 
@@ -175,6 +176,13 @@ class Webhooks:
         self._session: aiohttp.ClientSession | None = None
         self._closing = False
         self._log = _ThrottledLog()
+        self.observer: Feed | None = None
+        """The console's log while a console stream is open (``hub.Hub.observer``)."""
+
+    @property
+    def queued(self) -> int:
+        """Events waiting to be sent, in every lane (held returns not included)."""
+        return sum(lane.held for lane in self._lanes.values())
 
     # --- the hub's side: synchronous and O(1) ------------------------------------------------
 
@@ -330,6 +338,8 @@ class Webhooks:
                 problem = None if 200 <= status < 300 else f"HTTP {status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 problem = type(exc).__name__
+            if (observer := self.observer) is not None:
+                self._observe(observer, lane, delivery, problem or f"HTTP {status}")
             if problem is None:
                 self.delivered += len(delivery.events)
                 return
@@ -354,6 +364,17 @@ class Webhooks:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    def _observe(self, observer: Feed, lane: _Lane, delivery: _Delivery, result: str) -> None:
+        names = dict.fromkeys(str(e.get("name")) for e in delivery.events)
+        channels = dict.fromkeys(str(e["channel"]) for e in delivery.events if "channel" in e)
+        observer.record(
+            "webhook",
+            lane.app.id,
+            channels=tuple(channels),
+            event=",".join(names),
+            detail=f"{result} from {lane.where} (attempt {delivery.attempts})",
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 

@@ -19,10 +19,12 @@ import time
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
+import orjson
 from aiohttp import web
 
 from reverbpy.config import AppConfig
 from reverbpy.connection import Connection, Pending, Refused, Sockets
+from reverbpy.console.feed import Feed
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.responses import json
 from reverbpy.hub import Hub
@@ -155,6 +157,27 @@ def _take_over(request: web.Request) -> tuple[asyncio.Transport, bytes] | None:
     return transport, bytes(tail)
 
 
+def _observe_reply(observer: Feed, conn: Connection, frame: bytes) -> None:
+    """Refusals the session answered by itself (a bad signature, a bad channel name, an
+    error), for the console's log; other replies (pongs) are not logged."""
+    if b'"pusher:subscription_error"' not in frame and b'"pusher:error"' not in frame:
+        return
+    message = orjson.loads(frame)
+    name = message.get("event")
+    data = message.get("data")
+    if isinstance(data, str):
+        data = orjson.loads(data)
+    channel = message.get("channel")
+    observer.record(
+        "subscription_error" if name == "pusher:subscription_error" else "error",
+        conn.state.app.id,
+        socket_id=conn.socket_id,
+        channels=(channel,) if isinstance(channel, str) else (),
+        event=name,
+        detail=str(data.get("error") or data.get("message")) if isinstance(data, dict) else None,
+    )
+
+
 class WebSocketHandler:
     """The Pusher side of every socket: checks at the door, then session actions."""
 
@@ -211,6 +234,8 @@ class WebSocketHandler:
         conn.queue(handshake_response(upgrade.ws_key))
         conn.send(messages.connection_established(socket_id, state.app.activity_timeout))
         WIRE.connected(conn, remote)
+        if (observer := self.hub.observer) is not None:
+            observer.record("connected", state.app.id, socket_id=socket_id, detail=remote)
         conn.start(tail)
         conn.flush()
 
@@ -231,6 +256,14 @@ class WebSocketHandler:
 
     def disconnected(self, conn: Connection) -> Pending:
         WIRE.disconnected(conn, conn.close_code)
+        if (observer := self.hub.observer) is not None:
+            code = conn.close_code
+            observer.record(
+                "disconnected",
+                conn.state.app.id,
+                socket_id=conn.socket_id,
+                detail=f"close {code if code is not None else 1006}",
+            )
         return self.hub.disconnect(conn.state, conn)
 
     def _apply(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
@@ -244,6 +277,8 @@ class WebSocketHandler:
                 case Reply(frame):
                     conn.send(frame)
                     WIRE.replied(conn, frame)
+                    if (observer := hub.observer) is not None:
+                        _observe_reply(observer, conn, frame)
                 case SignIn():
                     raise AssertionError("SignIn goes through _execute")  # pragma: no cover
                 case Close(code, reason):
@@ -258,6 +293,14 @@ class WebSocketHandler:
                         await hub.join(state, conn, channel, member)
                     except SubscriptionError as exc:
                         conn.session.subscription_refused(channel)
+                        if (observer := hub.observer) is not None:
+                            observer.record(
+                                "subscription_error",
+                                state.app.id,
+                                socket_id=conn.socket_id,
+                                channels=(channel,),
+                                detail=f"{exc.kind}: {exc.message}",
+                            )
                         conn.send(
                             messages.subscription_error(channel, exc.kind, exc.message, exc.status)
                         )
