@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
+CONSOLE_VENDOR := reverbpy/console/static/vendor/.installed
 
 .PHONY: run serve test test-oldest check install lock node-deps browser-deps bench fuzz soak clean
 
@@ -40,14 +41,20 @@ browser-deps:
 
 # reverbpy alone, started as `make run` starts it: the booking demo's app id/key/secret unless the
 # environment or ./.env sets REVERB_APP_*, so a `make run` dashboard reconnects to it.
-serve: install
+serve: install $(CONSOLE_VENDOR)
 	$(PY) -m examples.booking_app.reverb --port $(PORT)
 
-run: install examples/booking_app/static/vendor/.installed
+run: install examples/booking_app/static/vendor/.installed $(CONSOLE_VENDOR)
 	$(PY) -m examples.booking_app.run
 
 examples/booking_app/static/vendor/.installed: examples/booking_app/package.json
 	cd examples/booking_app && npm install --no-audit --no-fund --loglevel=error && node vendor.mjs
+	touch $@
+
+# The operator console's browser libraries (uPlot, pusher-js), served by reverbpy itself from
+# reverbpy/console/static/vendor (docs/console.md); a wheel built after this target carries them.
+$(CONSOLE_VENDOR): reverbpy/console/package.json reverbpy/console/vendor.mjs
+	cd reverbpy/console && npm ci --no-audit --no-fund --loglevel=error && node vendor.mjs
 	touch $@
 
 check: install
@@ -57,7 +64,7 @@ check: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 
-test: install node-deps browser-deps examples/booking_app/static/vendor/.installed check
+test: install node-deps browser-deps examples/booking_app/static/vendor/.installed $(CONSOLE_VENDOR) check
 	$(PY) -m pytest -q
 
 # Benchmarks against soketi 1.6.1 (bench/RESULTS.md). BENCH_ARGS="--quick" for a short run.
@@ -92,8 +99,9 @@ lock: | $(UV)
 # The lowest runtime versions pyproject.toml declares (aiohttp, orjson, pydantic-settings, redis,
 # prometheus-client, uvloop), with the test tools from the lock, in a venv of their own.
 OLDEST := .venv-oldest
-test-oldest: node-deps browser-deps examples/booking_app/static/vendor/.installed | $(UV)
+test-oldest: node-deps browser-deps examples/booking_app/static/vendor/.installed $(CONSOLE_VENDOR) | $(UV)
 	bash scripts/test-oldest.sh $(UV) $(PYTHON) $(OLDEST)
 
 clean:
-	rm -rf $(VENV) $(OLDEST) .tools tests/js/node_modules examples/booking_app/node_modules
+	rm -rf $(VENV) $(OLDEST) .tools tests/js/node_modules examples/booking_app/node_modules \
+	  reverbpy/console/node_modules reverbpy/console/static/vendor

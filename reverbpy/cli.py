@@ -110,6 +110,22 @@ def _banner(config: ServerConfig) -> str:
     )
 
 
+def console_line(config: ServerConfig) -> str | None:
+    """Where the operator console is, when it is served (``console.web.access``)."""
+    from reverbpy.console.web import access
+    from reverbpy.tls import scheme
+
+    mode = access(config)
+    if mode is None:
+        return None
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    host = f"[{host}]" if ":" in host else host
+    url = f"{scheme(config)}://{host}:{config.port}{config.path}/console"
+    if mode == "open":
+        return f"Console (loopback, development app, no sign-in): {url}"
+    return f"Console: {url} (sign in with REVERB_CONSOLE_TOKEN)"
+
+
 def startup_line(config: ServerConfig, loop_name: str) -> tuple[str, dict[str, Any]]:
     """The one start-up log line: where, which apps (ids and keys only), adapter, limits."""
     from reverbpy.metrics import adapter_name
@@ -194,6 +210,8 @@ def serve(
     secrets = [a.secret.reveal() for a in config.apps]
     if config.metrics_token is not None:
         secrets.append(config.metrics_token.reveal())
+    if config.console_token is not None:
+        secrets.append(config.console_token.reveal())
     logs.setup(config.log_format, debug=config.debug, secrets=secrets)
     try:
         ssl_context = tls.server_context(config)
@@ -211,6 +229,9 @@ def serve(
             return 1
     if config.generated_app:
         print(_banner(config), flush=True)
+    console = console_line(config)
+    if console:
+        print(console, flush=True)
 
     async def main() -> int:
         app = create_app(config)

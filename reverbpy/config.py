@@ -223,6 +223,11 @@ class ServerConfig:
     """Serve ``/metrics`` on this port instead of the main one (REVERB_METRICS_PORT)."""
     metrics_token: Secret | None = None
     """Bearer token that ``/metrics`` requires (REVERB_METRICS_TOKEN); None: no token."""
+    console_token: Secret | None = None
+    """What signs an operator in to ``{path}/console`` (REVERB_CONSOLE_TOKEN); None: the
+    console is off, except on loopback with a generated development app (``console.web``)."""
+    console_sample_interval: float = 5.0
+    """Seconds between two samples of the console's charts (REVERB_CONSOLE_SAMPLE_INTERVAL)."""
     log_format: LogFormat = "text"
     shutdown_grace: float = 10.0
     """Seconds SIGTERM waits for closing handshakes and queued webhooks (REVERB_SHUTDOWN_GRACE)."""

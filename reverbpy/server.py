@@ -2,7 +2,7 @@
 
 ``create_app`` builds the hub with its registry, adapter and webhooks, the outbox, the HTTP API
 and the front door's triggers, readiness and metrics; hands each part what it needs at
-construction; declares the application's one key (``NODE``); and starts every background task
+construction; declares the application's keys (``NODE``, and ``CONSOLE`` when the console is on); and starts every background task
 in ``cleanup_ctx``, so they stop in the reverse order on the way out. Nothing below this module
 looks a service up by name.
 """
@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 from reverbpy import liveness
 from reverbpy.config import ServerConfig
 from reverbpy.connection import Sockets
+from reverbpy.console.web import Console, access
 from reverbpy.dispatch import Outbox
 from reverbpy.http_api.front import Triggers, one_request
 from reverbpy.http_api.middleware import json_errors
@@ -41,7 +42,9 @@ from reverbpy.wire import WIRE
 log = logging.getLogger("reverbpy.server")
 
 NODE = web.AppKey("node", Node)
-"""The application's only key: what ``lifecycle.serve`` and the CLI need of a built app."""
+"""What ``lifecycle.serve`` and the CLI need of a built app."""
+CONSOLE = web.AppKey("console", Console)
+"""The operator console, when ``console.web.access`` lets it be served (tests reach it here)."""
 
 
 def sweep_interval(config: ServerConfig) -> float:
@@ -154,6 +157,12 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get(f"{config.path}/ready", ready_handler(readiness))
     if config.metrics_port is None:
         app.router.add_get(f"{config.path}/metrics", node.metrics.handle)
+    if access(config) is not None:
+        console = Console(hub=hub, webhooks=webhooks, http_api=http_api, config=config)
+        app[CONSOLE] = console
+        app.add_routes(console.routes())
+        app.cleanup_ctx.append(console.sampler)
+        app.on_shutdown.append(console.shutdown)
     app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_adapter)
     app.cleanup_ctx.append(_timers)

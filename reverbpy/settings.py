@@ -96,6 +96,8 @@ class _Settings(BaseSettings):
     tls_key: str | None = None
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_token: str | None = None
+    console_token: str | None = None
+    console_sample_interval: float = Field(5.0, ge=0.1, le=60)
     log_format: LogFormat = "text"
     shutdown_grace: float = Field(10.0, ge=0)
     trusted_proxies: str = ""
@@ -309,6 +311,8 @@ def load_config(
         tls_key=settings.tls_key,
         metrics_port=settings.metrics_port,
         metrics_token=Secret(settings.metrics_token) if settings.metrics_token else None,
+        console_token=Secret(settings.console_token) if settings.console_token else None,
+        console_sample_interval=settings.console_sample_interval,
         log_format=settings.log_format,
         shutdown_grace=settings.shutdown_grace,
         trusted_proxies=tuple(p.strip() for p in settings.trusted_proxies.split(",") if p.strip()),
