@@ -19,6 +19,8 @@ DEV_APP_KEY = "reverb-key"
 DEV_APP_SECRET = "reverb-secret"
 DEV_ADMIN_EMAIL = "admin@example.com"
 DEV_ADMIN_PASSWORD = "password"
+DEV_CONSOLE_TOKEN = "demo-console"
+"""The demo reverbpy's operator console token (``REVERB_CONSOLE_TOKEN`` overrides it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +40,8 @@ class BookingConfig:
     db_path: Path = Path("booking.sqlite3")
     admin_email: str = DEV_ADMIN_EMAIL
     admin_password: str = field(default=DEV_ADMIN_PASSWORD, repr=False)
+    console_token: str = field(default=DEV_CONSOLE_TOKEN, repr=False)
+    """What `make run` hands its reverbpy as REVERB_CONSOLE_TOKEN (the console at /console)."""
     # A random key per process is fine for a demo: restarting the app only logs admins out.
     secret_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     seed_demo_bookings: bool = True
@@ -76,6 +80,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> BookingConfig:
         db_path=Path(env.get("BOOKING_DB", "booking.sqlite3")),
         admin_email=env.get("BOOKING_ADMIN_EMAIL", DEV_ADMIN_EMAIL),
         admin_password=env.get("BOOKING_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD),
+        console_token=env.get("REVERB_CONSOLE_TOKEN", DEV_CONSOLE_TOKEN),
         secret_key=secret_key.encode() if secret_key else secrets.token_bytes(32),
     )
 

@@ -33,12 +33,14 @@ def reverb_command(config: BookingConfig, port: int | None = None) -> list[str]:
 
 def reverb_env(config: BookingConfig) -> dict[str, str]:
     """The environment plus the credentials the app signs with: when they come from the demo's
-    defaults, reverbpy would otherwise generate an app of its own."""
+    defaults, reverbpy would otherwise generate an app of its own. The operator console's token
+    too, so that the demo's reverbpy serves its console (``/console``)."""
     env = dict(os.environ)
     env.update(
         REVERB_APP_ID=config.app_id,
         REVERB_APP_KEY=config.app_key,
         REVERB_APP_SECRET=config.app_secret,
+        REVERB_CONSOLE_TOKEN=config.console_token,
         PYTHONUNBUFFERED="1",
     )
     return env

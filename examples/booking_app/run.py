@@ -139,6 +139,8 @@ async def serve(config: BookingConfig, *, host: str, port: int, with_reverb: boo
             f"  booking app   http://{host}:{port}/\n"
             f"  dashboard     http://{host}:{port}/admin/reservations/realtime\n"
             f"  admin login   {config.admin_email} / {config.admin_password}\n"
+            f"  console       {config.reverb_scheme}://{config.reverb_host}:{config.reverb_port}"
+            f"/console  (token: {config.console_token})\n"
             "\n  Press Ctrl-C to stop both.\n",
             flush=True,
         )

@@ -44,6 +44,10 @@ def test_run_starts_and_stops_both_servers(tmp_path: Path, sig: signal.Signals) 
         assert f"ws://127.0.0.1:{launcher.reverb_port}/app/reverb-key" in banner
         assert f"{launcher.app_url}/admin/reservations/realtime" in banner
         assert "admin@example.com / password" in banner
+        # The demo's reverbpy serves the operator console, with the token the banner names.
+        console = f"http://127.0.0.1:{launcher.reverb_port}/console"
+        assert f"{console}  (token: demo-console)" in banner
+        assert answers(console)
         reverb_pid = launcher.reverb_pid()
         assert is_reverbpy(reverb_pid, launcher.reverb_port)
 
