@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import html
 import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +75,11 @@ WRITE_EVERY = 0.1
 """A stream writes at most this often: lines that arrive together leave in one write."""
 KEEPALIVE = 10.0
 MAX_CHANNELS_LISTED = 1000
+MAX_FAILURES = 20
+FAILURE_WINDOW = 60.0
+"""Past ``MAX_FAILURES`` wrong tokens in ``FAILURE_WINDOW`` seconds, sign-in answers 429."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 Access = Literal["token", "open"]
 
@@ -118,32 +125,47 @@ class Session:
 
 
 class Sessions:
-    """Signed-in browsers: random ids, kept in memory, bounded, expiring."""
+    """Signed-in browsers, as signed cookies: ``nonce.expiry.mac``.
 
-    def __init__(self) -> None:
-        self._by_id: dict[str, Session] = {}
+    The MAC key is derived from the console token, so every process that has the token accepts
+    the cookie (``--workers``, a restart), and a new token signs everyone out. Without a token
+    (loopback, development app) the key is random per process. The CSRF token is derived from
+    the nonce with the same key. Sign-out revokes the nonce in this process (kept until it
+    would have expired anyway, at most ``MAX_SESSIONS``).
+    """
+
+    def __init__(self, token: bytes | None) -> None:
+        seed = token if token is not None else secrets.token_bytes(32)
+        self._key = hmac.new(seed, b"reverbpy console session", hashlib.sha256).digest()
+        self._revoked: dict[str, float] = {}
+
+    def _mac(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
     def new(self, now: float) -> tuple[str, Session]:
-        if len(self._by_id) >= MAX_SESSIONS:
-            self._by_id = {k: s for k, s in self._by_id.items() if s.expires > now}
-            while len(self._by_id) >= MAX_SESSIONS:
-                del self._by_id[next(iter(self._by_id))]
-        sid = secrets.token_urlsafe(32)
-        session = self._by_id[sid] = Session(secrets.token_urlsafe(32), now + SESSION_SECONDS)
-        return sid, session
+        nonce = secrets.token_urlsafe(24)
+        expires = int(now + SESSION_SECONDS)
+        cookie = f"{nonce}.{expires}.{self._mac(f'{nonce}.{expires}')}"
+        return cookie, Session(self._mac(f"csrf.{nonce}"), expires)
 
-    def get(self, sid: str | None, now: float) -> Session | None:
-        if not sid:
+    def get(self, cookie: str | None, now: float) -> Session | None:
+        if not cookie or cookie.count(".") != 2:
             return None
-        session = self._by_id.get(sid)
-        if session is None or session.expires <= now:
-            self._by_id.pop(sid, None)
+        nonce, expires, mac = cookie.split(".")
+        if not hmac.compare_digest(mac.encode(), self._mac(f"{nonce}.{expires}").encode()):
             return None
-        return session
+        if not expires.isdigit() or int(expires) <= now or nonce in self._revoked:
+            return None
+        return Session(self._mac(f"csrf.{nonce}"), int(expires))
 
-    def end(self, sid: str | None) -> None:
-        if sid:
-            self._by_id.pop(sid, None)
+    def end(self, cookie: str | None, now: float) -> None:
+        session = self.get(cookie, now)
+        if session is None or cookie is None:
+            return
+        self._revoked = {n: t for n, t in self._revoked.items() if t > now}
+        while len(self._revoked) >= MAX_SESSIONS:
+            del self._revoked[next(iter(self._revoked))]
+        self._revoked[cookie.split(".")[0]] = session.expires
 
 
 @dataclass(slots=True, eq=False)
@@ -190,11 +212,12 @@ class Console:
         self.prefix = f"{config.path}/console"
         self._token = config.console_token.reveal().encode() if config.console_token else None
         self.feed = Feed(on_change=self._observe)
-        self.sessions = Sessions()
+        self.sessions = Sessions(self._token)
         self.series: dict[str, Series] = {}
         self.interval = config.console_sample_interval
         self._streams: dict[str, _Stream] = {}
         self.resume_grace = RESUME_GRACE
+        self._failures: deque[float] = deque()
         self._closing = False
         self.cluster = config.scaling.adapter != "memory"
 
@@ -207,7 +230,7 @@ class Console:
 
     def routes(self) -> list[web.RouteDef]:
         p = self.prefix
-        return [
+        table = [
             web.get(p, self.page, name="console"),
             web.get(p + "/", self.page),
             web.post(p + "/login", self.login),
@@ -221,6 +244,22 @@ class Console:
             web.get(p + "/static/{name}", self.static),
             web.get(p + "/static/vendor/{name}", self.vendor),
         ]
+        if self.mode == "token":
+            return table
+        return [web.route(r.method, r.path, self._loopback_only(r.handler)) for r in table]
+
+    @staticmethod
+    def _loopback_only(handler: Handler) -> Handler:
+        """Without a token, only this machine's own browsers: never a client a proxy (even a
+        local one) forwards."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            forwarded = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+            if forwarded or not is_loopback(request.remote or ""):
+                return _json({"error": "the console without a token is for loopback only"}, 403)
+            return await handler(request)
+
+        return guarded
 
     # --- sessions ------------------------------------------------------------------------------
 
@@ -294,10 +333,17 @@ class Console:
     async def login(self, request: web.Request) -> web.StreamResponse:
         if self._token is None:  # open mode: nothing to sign in with
             return self._see_other()
+        now = time.monotonic()
+        while self._failures and self._failures[0] < now - FAILURE_WINDOW:
+            self._failures.popleft()
+        if len(self._failures) >= MAX_FAILURES:
+            page = self._render("login.html", base=self.prefix, error="Too many attempts: wait.")
+            return self._page(page, status=429)
         form = await request.post()
         given = form.get("token")
         ok = isinstance(given, str) and hmac.compare_digest(given.encode(), self._token)
         if not ok or not self._same_origin(request):
+            self._failures.append(now)
             await asyncio.sleep(0.2)  # a guesser gets a few tries a second per connection
             page = self._render("login.html", base=self.prefix, error="Wrong token.")
             return self._page(page, status=401)
@@ -312,7 +358,7 @@ class Console:
     async def logout(self, request: web.Request) -> web.StreamResponse:
         found = self._session(request)
         if found is not None and self._same_origin(request):
-            self.sessions.end(found[0])
+            self.sessions.end(found[0], time.time())
         response = self._see_other()
         response.del_cookie(COOKIE, path=self.prefix)
         return response

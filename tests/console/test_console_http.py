@@ -106,6 +106,12 @@ async def test_loopback_with_a_generated_app_opens_without_sign_in(tmp_path: Pat
             async with session.get(f"{url}/api/apps") as response:
                 apps = (await response.json())["apps"]
                 assert len(apps) == 1 and set(apps[0]) == {"id", "key", "enabled"}
+            # Never through a proxy, not even one on this machine.
+            forwarded = {"X-Forwarded-For": "203.0.113.9"}
+            async with session.get(f"{url}/api/apps", headers=forwarded) as response:
+                assert response.status == 403
+            async with session.get(url, headers={"Forwarded": "for=203.0.113.9"}) as response:
+                assert response.status == 403
     finally:
         server.stop()
 
