@@ -30,6 +30,16 @@ def test_wheel_and_sdist(tmp_path: Path) -> None:
     assert f"Version: {__version__}" in metadata
     assert "Requires-Dist: prometheus-client" in metadata
     assert not any(n.startswith("tests/") for n in names)
+    # The operator console's pages and scripts, and its npm libraries when they were built
+    # (`make reverbpy/console/static/vendor/.installed`, which `make test` runs first).
+    for page in ("pages/console.html", "pages/login.html", "static/console.js"):
+        assert f"reverbpy/console/{page}" in names
+    from reverbpy.console.web import VENDOR_FILES, vendor_missing
+
+    if not vendor_missing():
+        for name in VENDOR_FILES:
+            assert f"reverbpy/console/static/vendor/{name}" in names
+    assert not any("node_modules" in n for n in names)
     with tarfile.open(next(tmp_path.glob("*.tar.gz"))) as sdist:
         members = sdist.getnames()
     assert f"reverbpy-{__version__}/reverbpy/py.typed" in members
