@@ -37,7 +37,7 @@ MAX_BUFFERED = 500
 """Lines one stream holds for a reader that has not taken them yet; older ones are skipped."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass' __init__ costs twice as much
 class Line:
     """One record of the log. ``detail`` is short text for the operator (a close code, an
     error, a webhook's answer); ``data`` an event's payload, as sent."""
@@ -78,13 +78,18 @@ class Filter:
     socket_id: str = ""
 
     def matches(self, line: Line) -> bool:
-        if line.app_id != self.app_id:
+        return self.admits(line.app_id, line.socket_id, line.channels, line.event)
+
+    def admits(
+        self, app_id: str, socket_id: str | None, channels: tuple[str, ...], event: str | None
+    ) -> bool:
+        if app_id != self.app_id:
             return False
-        if self.socket_id and line.socket_id != self.socket_id:
+        if self.socket_id and socket_id != self.socket_id:
             return False
-        if self.event and not (line.event or "").startswith(self.event):
+        if self.event and not (event or "").startswith(self.event):
             return False
-        return not self.channel or any(c.startswith(self.channel) for c in line.channels)
+        return not self.channel or any(c.startswith(self.channel) for c in channels)
 
 
 @dataclass(slots=True, eq=False)
@@ -105,23 +110,23 @@ class Tap:
     _second: int = -1
     _sent_this_second: int = 0
 
-    def offer(self, line: Line, now: float) -> bool:
-        """Queue ``line`` if it matches and the second's budget allows; True when queued."""
-        if not self.filter.matches(line):
-            return False
-        second = int(now)
+    def admit(self, second: int) -> bool:
+        """Whether the budget of ``second`` (a matching line's) has room; counts it if not."""
         if second != self._second:
             self._second, self._sent_this_second = second, 0
         if self._sent_this_second >= self.max_per_second:
             self._skip(1)
             return False
         self._sent_this_second += 1
+        return True
+
+    def push(self, line: Line) -> None:
+        """Queue an admitted line; past ``max_buffered`` the oldest is dropped (and counted)."""
         if len(self.lines) >= self.max_buffered:
             self.lines.popleft()
             self._skip(1)
         self.lines.append(line)
         self.wake()
-        return True
 
     def _skip(self, n: int) -> None:
         self.skipped += n
@@ -174,6 +179,12 @@ class Feed:
         data: Any = None,
     ) -> None:
         now = self.clock()
-        line = Line(next(self._seq), now, app_id, kind, socket_id, channels, event, detail, data)
+        second = int(now)
+        line = None  # made only if a tap takes it: past the bound, a record builds nothing
         for tap in self.taps:
-            tap.offer(line, now)
+            if tap.filter.admits(app_id, socket_id, channels, event) and tap.admit(second):
+                if line is None:
+                    line = Line(
+                        next(self._seq), now, app_id, kind, socket_id, channels, event, detail, data
+                    )
+                tap.push(line)
