@@ -13,8 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, free_port, start_server
 from tests.functional.jsclient import in_thread, sdk
 from tests.functional.test_sdk_http_api import Sockets
 
@@ -244,3 +245,49 @@ async def test_no_secret_in_any_answer(
     assert len(browser.bodies) > 20
     for body in browser.bodies:
         assert SECRET not in body and TOKEN not in body
+
+
+async def test_the_stream_logs_refused_subscriptions_closes_and_webhooks(tmp_path: Path) -> None:
+    hooks: list[Any] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        hooks.append(await request.json())
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", receive)
+    runner = web.AppRunner(receiver, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    webhooks = json.dumps([{"url": f"http://user:pw@127.0.0.1:{port}/hook"}])
+    env = {
+        "REVERB_CONSOLE_TOKEN": TOKEN,
+        "REVERB_APP_WEBHOOKS": webhooks,
+        "REVERB_SHUTDOWN_GRACE": "1",
+    }
+    server = await asyncio.to_thread(start_server, tmp_path, secret=SECRET, extra_env=env)
+    try:
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
+            browser = Browser(server, session)
+            await browser.sign_in()
+            async with session.get(f"{browser.base}/stream", params={"app": "123456"}) as stream:
+                sockets = Sockets(server, session)
+                sock = await sockets.open("hooked")  # channel_occupied: answered 204
+                bad = {"channel": "private-x", "auth": "reverb-key:forged"}
+                await sock.ws.send_json({"event": "pusher:subscribe", "data": bad})
+                await sock.ws.close()
+                lines = await read_lines(stream, {"subscription_error", "disconnected", "webhook"})
+        refused = next(x for x in lines if x["kind"] == "subscription_error")
+        assert refused["channels"] == ["private-x"] and refused["socket_id"] == sock.socket_id
+        closed = next(x for x in lines if x["kind"] == "disconnected")
+        assert closed["socket_id"] == sock.socket_id and closed["detail"].startswith("close 1000")
+        hook = next(x for x in lines if x["kind"] == "webhook")
+        assert hook["event"] == "channel_occupied" and hook["channels"] == ["hooked"]
+        assert hook["detail"].startswith("HTTP 204 from http://127.0.0.1:")
+        assert "pw" not in hook["detail"]  # the target's credentials stay out of the log
+        assert hooks[0]["events"][0]["name"] == "channel_occupied"
+    finally:
+        await asyncio.to_thread(server.stop)
+        await runner.cleanup()
