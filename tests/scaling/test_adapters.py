@@ -32,6 +32,7 @@ from reverbpy.registry import AppState, Registry
 from reverbpy.scaling.base import PresenceFull
 from reverbpy.scaling.memory import MemoryAdapter
 from reverbpy.scaling.redis import RedisAdapter
+from tests.scaling.conftest import RedisBackend
 
 pytestmark = pytest.mark.redis
 
@@ -65,11 +66,14 @@ Node = tuple[RedisAdapter, RecordingListener, AppState]
 
 
 @pytest.fixture
-async def nodes(redis_url: str) -> AsyncIterator[tuple[Node, Node]]:
+async def nodes(redis_backend: RedisBackend) -> AsyncIterator[tuple[Node, Node]]:
     config = ServerConfig(
         apps=(APP,),
         scaling=ScalingConfig(
-            adapter="redis", prefix=f"test-{secrets.token_hex(4)}", redis_url=Secret(redis_url)
+            adapter="redis",
+            prefix=f"test-{secrets.token_hex(4)}",
+            redis_url=Secret(redis_backend.url),
+            redis_cluster=redis_backend.sharded,
         ),
     )
     made: list[Node] = []

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,6 +14,7 @@ import redis.asyncio as aioredis
 
 from tests.conftest import ServerProcess, start_server
 from tests.functional.raw import Client, api, connect
+from tests.scaling.conftest import RedisBackend
 from tests.soak.harness import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -150,14 +152,14 @@ async def both_healthy(http: aiohttp.ClientSession, *nodes: ServerProcess, withi
 
 
 async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
-    http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]
+    http: aiohttp.ClientSession, tmp_path: Path, one_redis_env: dict[str, str]
 ) -> None:
     """Redis stopped, 20 events accepted by node A meanwhile, Redis restarted (empty, as
     without persistence): A's subscribers get them at once, B's once the link is back, in
     order and once each."""
     own = RedisServer(tmp_path)
     own.start()
-    env = {**cluster_env, "REDIS_URL": own.url}
+    env = {**one_redis_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
     clients: list[Client] = []
     try:
@@ -195,12 +197,12 @@ async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
         own.stop()
 
 
-async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
+async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_path: Path, one_redis_env: dict[str, str]) -> None:
     """Redis stopped with SIGSTOP for 3 s (a stalled VM, a long fork) while node A accepts 20
     events: the batch that timed out is sent again, and B applies every event exactly once."""
     own = RedisServer(tmp_path)
     own.start()
-    env = {**cluster_env, "REDIS_URL": own.url}
+    env = {**one_redis_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
     clients: list[Client] = []
     try:
@@ -225,18 +227,24 @@ async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_pat
         own.stop()
 
 
-async def test_keys_live_under_the_prefix(http: aiohttp.ClientSession, cluster: list[ServerProcess], cluster_env: dict[str, str], redis_url: str) -> None:
+async def test_keys_live_under_the_prefix(http: aiohttp.ClientSession, cluster: list[ServerProcess], cluster_env: dict[str, str], redis_backend: RedisBackend) -> None:
     c = await connect(http, cluster[0])
     await presence(c, cluster[0], "presence-p", "u")
-    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    if redis_backend.sharded:
+        r: Any = aioredis.RedisCluster.from_url(redis_backend.url, decode_responses=True)
+        scan = {"target_nodes": aioredis.RedisCluster.PRIMARIES}
+    else:
+        r, scan = aioredis.Redis.from_url(redis_backend.url, decode_responses=True), {}
     try:
         prefix = cluster_env["REVERB_SCALING_PREFIX"]
-        keys = set(await r.keys(f"{prefix}:*"))
+        keys = set(await r.keys(f"{prefix}:*", **scan))
         assert f"{prefix}:nodes" in keys
-        assert f"{prefix}:presence:{cluster[0].app_id}:presence-p" in keys
+        # the channel's keys share a hash tag: one slot of a Redis Cluster
+        assert f"{prefix}:presence:{{{cluster[0].app_id}:c:presence-p}}" in keys
+        assert f"{prefix}:subs:{{{cluster[0].app_id}:c:presence-p}}" in keys
         assert await r.zcard(f"{prefix}:nodes") == 3
         # nothing of ours outside the prefix
-        assert not [k for k in await r.keys("*") if "presence-p" in k and not k.startswith(prefix + ":")]
+        assert not [k for k in await r.keys("*", **scan) if "presence-p" in k and not k.startswith(prefix + ":")]
     finally:
         await r.aclose()
 
