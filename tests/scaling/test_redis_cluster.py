@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -14,8 +15,8 @@ import redis.asyncio as aioredis
 
 from tests.conftest import ServerProcess, start_server
 from tests.functional.raw import Client, api, connect
-from tests.scaling.conftest import RedisBackend
-from tests.soak.harness import RedisServer
+from tests.scaling.conftest import RedisBackend, scaling_env
+from tests.soak.harness import RedisClusterServers, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -346,3 +347,41 @@ async def test_watchlist_is_cluster_wide(http: aiohttp.ClientSession, tmp_path: 
     finally:
         for node in (a, b, c_node):
             node.stop()
+
+
+async def test_a_primary_killed_in_a_redis_cluster_loses_nothing(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A 3-shard Redis Cluster; the primary that owns channel ``failover``'s slot is killed
+    while node A accepts 20 events for it (200 OK each); its replica takes over. Node B's
+    subscriber gets all 20, in order, once each, and the cluster serves on."""
+    servers = RedisClusterServers(tmp_path / "redis-cluster")
+    servers.start()
+    env = scaling_env(servers.url, sharded=True)
+    a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
+    clients: list[Client] = []
+    try:
+        cb = await connect(http, b)
+        clients.append(cb)
+        await cb.subscribe("failover")
+        topic = f"{env['REVERB_SCALING_PREFIX']}:t:{{{a.app_id}:c:failover}}"
+        owner = servers.owner(topic)
+        servers.kill_primary(owner)
+        for i in range(20):  # accepted while the shard has no primary
+            assert (await api(http, a, "POST", "/events", {"name": "n", "channel": "failover", "data": str(i)}))[0] == 200
+            await asyncio.sleep(0.1)
+        got = []
+        with contextlib.suppress(TimeoutError):
+            for _ in range(20):
+                got.append((await cb.recv(timeout=30))["data"])
+        assert got == [str(i) for i in range(20)], a.log() + b.log()
+        assert servers.owner(topic) is not owner  # a replica was promoted
+        await both_healthy(http, a, b, within=30)
+        await api(http, a, "POST", "/events", {"name": "n", "channel": "failover", "data": "end"})
+        assert (await cb.recv(timeout=10))["data"] == "end"  # nothing twice before it
+        status, body = await api(http, a, "GET", "/channels/failover", params={"info": "subscription_count"})
+        assert (status, body) == (200, {"occupied": True, "subscription_count": 1})
+    finally:
+        for c in clients:
+            await c.ws.close()
+        a.stop()
+        b.stop()
+        servers.stop()

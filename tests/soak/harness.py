@@ -418,7 +418,9 @@ class RedisClusterServers:
         for i in range(masters * 2):
             node_dir = workdir / f"node{i}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            args = ("--cluster-enabled", "yes", "--cluster-node-timeout", "1000")
+            # A replica may take over however long ago it last heard its primary (validity
+            # factor 0): the tests kill primaries seconds after the cluster was made.
+            args = ("--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0")
             self.servers.append(RedisServer(node_dir, args, port=_cluster_port()))
         self.masters = masters
 
@@ -451,12 +453,28 @@ class RedisClusterServers:
         """Until every live node says the cluster is whole, with a live primary per shard."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all("cluster_state:ok" in self.cli(s, "CLUSTER", "INFO") for s in self.alive()) and len(
-                self.primaries()
-            ) >= self.masters:
+            replication = [self.cli(s, "INFO", "replication") for s in self.alive()]
+            if (
+                all("cluster_state:ok" in self.cli(s, "CLUSTER", "INFO") for s in self.alive())
+                and sum("role:master" in r for r in replication) >= self.masters
+                and all("master_link_status:up" in r for r in replication if "role:slave" in r)
+            ):
                 return
             time.sleep(0.2)
         raise RuntimeError("the Redis Cluster did not become ready")
+
+    def owner(self, key: str) -> RedisServer:
+        """The live primary that serves ``key``'s slot now."""
+        slot = int(self.cli(self.alive()[0], "CLUSTER", "KEYSLOT", key).strip())
+        for server in self.primaries():
+            for line in self.cli(server, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and "master" in fields[2]:
+                    for span in fields[8:]:
+                        low, _, high = span.partition("-")
+                        if low.isdigit() and int(low) <= slot <= int(high or low):
+                            return server
+        raise RuntimeError(f"no primary serves slot {slot}")
 
     def kill_primary(self, server: RedisServer) -> None:
         """SIGKILL a primary; its replica is promoted after the node timeout."""
