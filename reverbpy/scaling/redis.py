@@ -640,6 +640,25 @@ class RedisAdapter:
         """What ``node`` added, so that whoever reaps it can take it away again."""
         return self._key("node", node, what)
 
+    async def _indexed(
+        self, index: str, entry: str, script: Any, keys: list[str], args: list[Any]
+    ) -> Any:
+        """Add ``entry`` to one of this node's indexes and run ``script``, in one round trip.
+
+        The index is what a reaper reads to undo a dead node's work; the index is written
+        first (on one Redis; a cluster may run the two on different shards at once), so a node
+        that dies in between leaves at worst an entry that undoes nothing."""
+        from redis.exceptions import NoScriptError
+
+        assert self._redis is not None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(index, entry)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                return (await pipe.execute())[1]
+        except NoScriptError:  # a restarted Redis: the entry is in, the script ran nowhere
+            return await script(keys=keys, args=args)
+
     # --- presence ---------------------------------------------------------------------------
 
     def _presence_keys(self, app: str, channel: str) -> list[str]:
@@ -656,11 +675,12 @@ class RedisAdapter:
         field = f"{self.node_id}{_SEP}{socket_id}"
         entry = _SEP.join((app, channel, socket_id, member.key))
         value = orjson.dumps({"user_id": member.user_id, "user_info": member.user_info})
-        # The node's index first: a node that dies between the two leaves an entry its reaper
-        # finds nothing for, never a member that nobody would remove.
-        await self._redis.sadd(self._node_key(self.node_id, "presence"), entry)
-        result: list[Any] = await self._join(
-            keys=self._presence_keys(app, channel), args=[field, member.key, value, cap]
+        result: list[Any] = await self._indexed(
+            self._node_key(self.node_id, "presence"),
+            entry,
+            self._join,
+            self._presence_keys(app, channel),
+            [field, member.key, value, cap],
         )
         return result
 
@@ -723,16 +743,18 @@ class RedisAdapter:
         assert self._redis is not None
         r, node = self._redis, node or self.node_id
         entry = f"{app}{_SEP}{channel}"
+        keys, args = [self._channel_key("subs", app, channel)], [node, delta]
+        mine = self._mine.get(entry, 0) if node == self.node_id else 0
         if node == self.node_id:
-            mine = self._mine.get(entry, 0)
             self._mine[entry] = mine + delta
             if self._mine[entry] <= 0:
                 del self._mine[entry]
-            if mine <= 0 < delta:  # the node's index first, as for presence
-                await r.sadd(self._node_key(node, "subs"), entry)
-        n = int(
-            await self._subs(keys=[self._channel_key("subs", app, channel)], args=[node, delta])
-        )
+        if node == self.node_id and mine <= 0 < delta:  # this node's first
+            n = int(
+                await self._indexed(self._node_key(node, "subs"), entry, self._subs, keys, args)
+            )
+        else:
+            n = int(await self._subs(keys=keys, args=args))
         if node == self.node_id and entry not in self._mine:
             await r.srem(self._node_key(node, "subs"), entry)
         if delta > 0 and n == delta:  # the cluster's first subscriber
@@ -811,10 +833,12 @@ class RedisAdapter:
 
     async def _signed_in(self, app: str, user_id: str) -> int:
         """Record that this node has ``user_id``; the number of nodes that have them."""
-        assert self._redis is not None
-        await self._redis.sadd(self._node_key(self.node_id, "users"), f"{app}{_SEP}{user_id}")
-        n = await self._user_in(
-            keys=self._user_keys(app), args=[user_id, f"{self.node_id}{_SEP}{user_id}"]
+        n = await self._indexed(
+            self._node_key(self.node_id, "users"),
+            f"{app}{_SEP}{user_id}",
+            self._user_in,
+            self._user_keys(app),
+            [user_id, f"{self.node_id}{_SEP}{user_id}"],
         )
         return int(n)
 
