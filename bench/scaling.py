@@ -485,7 +485,7 @@ def sc_routing(url: str, tag: str, nodes: int = 4, channels: int = 400, events: 
             r.close()
 
 
-def sc_shards(tag: str, nodes: int = 4, channels: int = 1000, events: int = 10000) -> dict[str, Any]:
+def sc_shards(tag: str, nodes: int = 4, channels: int = 1000, events: int = 10000, burst: int = 5000) -> dict[str, Any]:
     """The routing scenario on a Redis Cluster of 3 primaries (each with a replica) started
     here on loopback: does traffic spread over the shards, and still reach only its nodes?"""
     import tempfile
@@ -497,7 +497,9 @@ def sc_shards(tag: str, nodes: int = 4, channels: int = 1000, events: int = 1000
         shards = RedisClusterServers(Path(workdir))
         try:
             shards.start()
-            return sc_routing(shards.url, tag, nodes=nodes, channels=channels, events=events, shards=shards)
+            result = sc_routing(shards.url, tag, nodes=nodes, channels=channels, events=events, shards=shards)
+            result["join_burst"] = sc_join_burst(shards.url, tag, sockets=burst, shards=shards)
+            return result
         finally:
             shards.stop()
 
@@ -591,35 +593,39 @@ def sc_cluster(url: str, tag: str, nodes: int, rate: float = 500.0, seconds: flo
         r.close()
 
 
-def sc_join_burst(url: str, tag: str, sockets: int = 5000, conn_rate: float = 1000.0) -> dict[str, Any]:
+def sc_join_burst(url: str, tag: str, sockets: int = 5000, conn_rate: float = 1000.0, shards: Any = None) -> dict[str, Any]:
     prefix = f"bench-{secrets.token_hex(4)}"
-    r = redis_client(url)
+    sharded = shards is not None
+    rs = redis_clients(url, shards)
     server: b.Server | None = None
     load: Load | None = None
     try:
-        others = redis_probe(r)["clients"] - 1
-        server = start_node(url, prefix, "burst", tag, cores=b.SERVER_CORE)
+        others = probe_all(rs)["clients"] - len(rs)
+        server = start_node(url, prefix, "burst", tag, cores=b.SERVER_CORE, sharded=sharded)
         wait_registered([server])
         names = [f"jb-{i}" for i in range(sockets)]
         load = Load([(server.port, n) for n in names], f"burst-{tag}", conn_rate=conn_rate, subscribe=False, cores=b.GEN_CORE,
                     setup_timeout=max(60.0, 3 * sockets / conn_rate))
         ready = load.ready()
         time.sleep(2.5)  # idle: past a heartbeat
-        rp0 = redis_probe(r)
+        rp0 = probe_all(rs)
         cpu0 = b.proc_cpu_s(server.pid)
         res = load.ask({"cmd": "burst"}, timeout=120)["burst"]
         cpu1 = b.proc_cpu_s(server.pid)
-        rp1 = redis_probe(r)
-        numsub = dict(r.pubsub_numsub(*[topic(prefix, n) for n in names]))
-        followed = sum(1 for n in names if int(numsub.get(topic(prefix, n), 0)) > 0)
+        rp1 = probe_all(rs)
+        subs = numsub(rs, [topic(prefix, n) for n in names], sharded)
+        followed = sum(1 for n in names if int(subs.get(topic(prefix, n), 0)) > 0)
         d = redis_delta(rp0, rp1)
         return {
-            "scenario": "join-burst", "sockets": sockets, "opened": ready.get("open"), "open_s": ready.get("open_s"),
+            "scenario": "join-burst", "sockets": sockets,
+            "redis": f"Redis Cluster, {len(rs)} primaries" if sharded else "one Redis",
+            **(shard_delta(rp0, rp1) if sharded else {}), "opened": ready.get("open"), "open_s": ready.get("open_s"),
             "setup_errors": ready.get("errors"), "succeeded": res.get("succeeded"),
             "join": {k: res.get(k) for k in ("n", "p50_ms", "p99_ms", "max_ms")},
             "send_s": res.get("send_s"), "all_joined_s": res.get("all_s"), "errors": res.get("errors"),
             "first_error": res.get("first_error"),
-            "subscribe_cmds": d["redis_calls"].get("subscribe", 0), "evalsha": d["redis_calls"].get("evalsha", 0),
+            "subscribe_cmds": d["redis_calls"].get("subscribe", 0) + d["redis_calls"].get("ssubscribe", 0),
+            "evalsha": d["redis_calls"].get("evalsha", 0),
             "redis_client_calls": d["redis_client_calls"], "redis_commands": d["redis_commands"],
             "redis_top_calls": dict(list(d["redis_calls"].items())[:8]), "redis_cpu_s": d["redis_cpu_s"],
             "redis_other_clients_before": others,
@@ -631,7 +637,8 @@ def sc_join_burst(url: str, tag: str, sockets: int = 5000, conn_rate: float = 10
             load.close()
         if server is not None:
             server.stop()
-        r.close()
+        for r in rs:
+            r.close()
 
 
 def sc_outage(tag: str, how: str, rate: float = 200.0, seconds: float = 10.0, down_at: float = 3.0, up_at: float = 6.0) -> dict[str, Any]:
@@ -801,6 +808,13 @@ def table_shards(rs: list[dict[str, Any]]) -> None:
         print(f"| {i + 1} | {r['nodes']} | {r['channels']} | {r['events']} | {', '.join(f'{c:,}' for c in r['shard_commands'])} "
               f"| {r['shard_spread']}x | {', '.join(str(c) for c in r['shard_cpu_s'])} | {r['unserved_total']} "
               f"| {r['deliveries']:,} | {r['exactly_once']} |")
+    print("\n## Join burst on the Redis Cluster, per run")
+    print("| run | sockets | succeeded | p50 ms | p99 ms | SSUBSCRIBE | commands per primary | spread | Redis CPU s (all) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(rs):
+        jb = r["join_burst"]
+        print(f"| {i + 1} | {jb['sockets']} | {jb['succeeded']} | {jb['join']['p50_ms']} | {jb['join']['p99_ms']} | {jb['subscribe_cmds']} "
+              f"| {', '.join(f'{c:,}' for c in jb['shard_commands'])} | {jb['shard_spread']}x | {jb['redis_cpu_s']} |")
 
 
 def table_cluster(rs: list[dict[str, Any]]) -> None:
@@ -889,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     q = opts.quick
     sizes = {
         "routing": dict(channels=40, events=400) if q else dict(channels=400, events=4000),
-        "shards": dict(channels=100, events=1000) if q else dict(channels=1000, events=10000),
+        "shards": dict(channels=100, events=1000, burst=500) if q else dict(channels=1000, events=10000, burst=5000),
         "cluster_s": 3.0 if q else opts.cluster_seconds,
         "burst": 500 if q else 5000,
         "outage_s": 10.0,
@@ -957,8 +971,10 @@ def main(argv: list[str] | None = None) -> int:
                 r = guarded("shards", sc_shards, f"{rep}", **sizes["shards"])
                 if r:
                     extra["shards"].append(r)
+                    jb = r["join_burst"]
                     b.log(f"[shards #{rep + 1}] commands per primary {r['shard_commands']} (spread {r['shard_spread']}x) "
-                          f"unserved={r['unserved_total']} deliveries={r['deliveries']} exactly_once={r['exactly_once']}")
+                          f"unserved={r['unserved_total']} deliveries={r['deliveries']} exactly_once={r['exactly_once']}; "
+                          f"join burst p99={jb['join']['p99_ms']}ms SSUBSCRIBE={jb['subscribe_cmds']} per primary {jb['shard_commands']}")
         if "cluster" in scenarios:
             for rep in range(opts.cluster_repeat):
                 for n in (1, 2, 4):

@@ -2,13 +2,14 @@
 
 - **Fan-out, routed by interest.** Each node delivers to its own sockets at once, then
   publishes one envelope per topic (``protocol.cluster.route``: a channel, a user, a watched
-  user) on ``{prefix}:t:{app}:{kind}:{name}``. A node subscribes to a topic while it serves it
+  user) on ``{prefix}:t:{app:kind:name}``. A node subscribes to a topic while it serves it
   (``follow``/``unfollow``, counted by the hub), batching a burst of joins into a few
   ``SUBSCRIBE`` commands, so it never receives traffic for channels it has no socket on: the
   cluster's capacity grows with its nodes instead of being capped by what one node can parse.
   One Redis connection publishes in order, so events from one publisher arrive in order
-  everywhere; each envelope carries its node's sequence number, so a node applies it once
-  even when it arrives twice (a retried batch, a catch-up read).
+  everywhere (on a Redis Cluster: in order per channel); each envelope carries its node's
+  sequence number, so a node applies it once per topic even when it arrives twice (a retried
+  batch, a catch-up read).
 - **No silent loss on a blip.** Envelopes wait in a bounded, ordered buffer
   (``buffer_size``, ``buffer_age``) until Redis takes them, and each is also appended to a
   short stream per topic (kept ``buffer_age``), atomically with its ``PUBLISH``. A node whose
@@ -16,14 +17,19 @@
   link, so what was published while it was away (or before it was back) is delivered, in
   order, before anything newer. What overflows the buffer is counted
   (``reverbpy_adapter_dropped_envelopes``) and logged once per outage.
-- **Shared state, in Redis hashes.** Presence members (``presence:{app}:{channel}``, field per
-  socket, plus a per-user socket count), subscription counts per channel and connection
-  counts per node. Updates are Lua scripts, so "first socket of this user" and "last
-  subscriber of this channel" are decided once for the whole cluster.
+- **Shared state, in Redis hashes.** Presence members (a field per socket, plus a per-user
+  socket count) and subscription counts (a field per node) per channel, signed-in users per
+  app, connection counts per node. Updates are Lua scripts, so "first socket of this user" and
+  "last subscriber of this channel" are decided once for the whole cluster.
+- **One Redis or a Redis Cluster, the same code.** Every key a script touches shares one hash
+  tag (``{app:c:channel}`` for a channel's topic, stream and state; ``{app}`` for an app's
+  users), so the scripts run unchanged on a cluster, where a channel lives on one shard and
+  channels spread over all of them. There topics are shard channels (``SPUBLISH`` in the send
+  script; ``SSUBSCRIBE`` through ``scaling.shards``), and a failover is handled as an outage.
 - **Dead nodes.** Each node refreshes its score in the ``nodes`` sorted set every few seconds
-  and records what it added in per-node keys. A node silent for ``node_timeout`` seconds is
-  reaped by a survivor (under a lock): its members leave (``member_removed`` once) and its
-  counts are subtracted.
+  and records what it added in per-node index keys (beside the scripts, since they are in
+  other slots). A node silent for ``node_timeout`` seconds is reaped by a survivor (under a
+  lock): its members leave (``member_removed`` once) and its counts are subtracted.
 - **Outages.** While Redis is unreachable the node keeps serving its own sockets from its own
   state (``healthy`` is False, ``/up`` says so): presence and counts answer locally, envelopes
   wait in the buffer. On reconnect the node re-registers its sockets' state, so the cluster
