@@ -70,7 +70,7 @@ VARIANTS: dict[str, tuple[list[str], bool, str]] = {
     "redis": ([], True, b.SERVER_CORE),
     "redis-w2": (["--workers", "2"], True, "0,1"),
 }
-SCENARIOS = ["fanout", "routing", "cluster", "join-burst", "outage"]
+SCENARIOS = ["fanout", "routing", "shards", "cluster", "join-burst", "outage"]
 BOTH_CORES = "0,1"
 PY = str(b.ROOT / ".venv" / "bin" / "python")
 # The pusher SDK accepts only digits as an app id (b.APP_ID, "bench-app", is refused), so the
@@ -157,10 +157,12 @@ def start(variant: str, url: str, tag: str) -> b.Server:
     return spawn(variant, args, env, cores, tag, 1.5 if args else 0.5)  # every worker up and registered
 
 
-def start_node(url: str, prefix: str, name: str, tag: str, cores: str = BOTH_CORES) -> b.Server:
+def start_node(url: str, prefix: str, name: str, tag: str, cores: str = BOTH_CORES, sharded: bool = False) -> b.Server:
     """One reverbpy node (one process) of a cluster sharing ``prefix`` on ``url``."""
     env = b.server_env("reverbpy")
     env.update(REVERB_SCALING_ENABLED="true", REDIS_URL=url, REVERB_SCALING_PREFIX=prefix, REVERB_APP_ID=APP_ID)
+    if sharded:
+        env["REDIS_CLUSTER"] = "true"
     return spawn(name, [], env, cores, tag, 0.3)
 
 
@@ -251,7 +253,47 @@ def redis_delta(a: dict[str, Any], z: dict[str, Any]) -> dict[str, Any]:
 
 
 def topic(prefix: str, channel: str) -> str:
-    return f"{prefix}:t:{APP_ID}:c:{channel}"
+    return f"{prefix}:t:{{{APP_ID}:c:{channel}}}"
+
+
+def redis_clients(url: str, shards: Any = None) -> list[Any]:
+    """One client per Redis to probe: the one Redis, or each primary of a Redis Cluster."""
+    if shards is None:
+        return [redis_client(url)]
+    return [redis_client(f"redis://127.0.0.1:{s.port}/0") for s in shards.primaries()]
+
+
+def probe_all(rs: list[Any]) -> dict[str, Any]:
+    """``redis_probe`` summed over ``rs``, with each one's commands and CPU kept apart."""
+    per = [redis_probe(r) for r in rs]
+    calls: dict[str, int] = {}
+    for p in per:
+        for k, v in p["calls"].items():
+            calls[k] = calls.get(k, 0) + v
+    return {
+        "cpu_s": sum(p["cpu_s"] for p in per), "commands": sum(p["commands"] for p in per), "calls": calls,
+        "clients": sum(p["clients"] for p in per), "shards": [(p["commands"], p["cpu_s"]) for p in per],
+    }
+
+
+def shard_delta(a: dict[str, Any], z: dict[str, Any]) -> dict[str, Any]:
+    """Commands and CPU per shard over a phase, and how far apart the busiest and idlest are."""
+    commands = [z1 - a1 for (a1, _), (z1, _) in zip(a["shards"], z["shards"], strict=True)]
+    cpu = [round(z2 - a2, 3) for (_, a2), (_, z2) in zip(a["shards"], z["shards"], strict=True)]
+    return {"shard_commands": commands, "shard_cpu_s": cpu,
+            "shard_spread": round(max(commands) / max(1, min(commands)), 2) if commands else None}
+
+
+def numsub(rs: list[Any], topics: list[str], sharded: bool) -> dict[str, int]:
+    """Subscribers per topic; shard channels are counted by the primary that owns them."""
+    counts: dict[str, int] = {}
+    for r in rs:
+        for chunk in range(0, len(topics), 500):
+            part = topics[chunk : chunk + 500]
+            reply = r.execute_command("PUBSUB", "SHARDNUMSUB", *part) if sharded else r.execute_command("PUBSUB", "NUMSUB", *part)
+            for name, n in zip(reply[::2], reply[1::2], strict=True):
+                counts[str(name)] = counts.get(str(name), 0) + int(n)
+    return counts
 
 
 # ----------------------------------------------------------------------------- the WebSocket driver
@@ -346,24 +388,28 @@ def busy_pct(a: dict[str, tuple[int, int]], z: dict[str, tuple[int, int]]) -> di
 
 
 # ----------------------------------------------------------------------------- scenarios
-def sc_routing(url: str, tag: str, nodes: int = 4, channels: int = 400, events: int = 4000, threads: int = 4) -> dict[str, Any]:
+def sc_routing(url: str, tag: str, nodes: int = 4, channels: int = 400, events: int = 4000, threads: int = 4,
+               shards: Any = None) -> dict[str, Any]:
+    """Channels partitioned over ``nodes``; events published through node 0's API. With
+    ``shards`` (a ``RedisClusterServers``), on a Redis Cluster, counting each primary's work."""
     prefix = f"bench-{secrets.token_hex(4)}"
-    r = redis_client(url)
+    sharded = shards is not None
+    rs = redis_clients(url, shards)
     servers: list[b.Server] = []
     load: Load | None = None
     try:
-        others = redis_probe(r)["clients"] - 1
+        others = probe_all(rs)["clients"] - len(rs)
         for i in range(nodes):
-            servers.append(start_node(url, prefix, f"routing{i}", tag))
+            servers.append(start_node(url, prefix, f"routing{i}", tag, sharded=sharded))
         wait_registered(servers)
         names = [f"rt-{j}" for j in range(channels)]
         load = Load([(servers[j % nodes].port, names[j]) for j in range(channels)], f"routing-{tag}", conn_rate=1000)
         ready = load.ready()
         time.sleep(1.0)  # subscriptions confirmed, heartbeats settled
-        numsub = dict(r.pubsub_numsub(*[topic(prefix, n) for n in names]))
-        subs_per_topic = [int(numsub.get(topic(prefix, n), 0)) for n in names]
+        subs = numsub(rs, [topic(prefix, n) for n in names], sharded)
+        subs_per_topic = [int(subs.get(topic(prefix, n), 0)) for n in names]
         m0 = [adapter_metrics(s.port) for s in servers]
-        rp0 = redis_probe(r)
+        rp0 = probe_all(rs)
         cpu0, cores0, t0 = cpu_now(servers), b.core_ticks(), time.monotonic()
         accepted = [0] * threads
         errors: list[str] = []
@@ -395,7 +441,7 @@ def sc_routing(url: str, tag: str, nodes: int = 4, channels: int = 400, events: 
         t1 = time.monotonic()
         time.sleep(0.3)
         cpu1, cores1 = cpu_now(servers), b.core_ticks()
-        rp1 = redis_probe(r)
+        rp1 = probe_all(rs)
         m1 = [adapter_metrics(s.port) for s in servers]
         rep = load.ask({"cmd": "report"})
         per_node = []
@@ -414,7 +460,9 @@ def sc_routing(url: str, tag: str, nodes: int = 4, channels: int = 400, events: 
                 "dropped": m1[i].get("dropped"), "buffered": m1[i].get("buffered"),
             })
         return {
-            "scenario": "routing", "nodes": nodes, "channels": channels, "events": events,
+            "scenario": "shards" if sharded else "routing", "nodes": nodes, "channels": channels, "events": events,
+            "redis": f"Redis Cluster, {len(rs)} primaries" if sharded else "one Redis",
+            **(shard_delta(rp0, rp1) if sharded else {}),
             "sockets_subscribed": ready.get("subscribed"), "setup_errors": ready.get("errors"),
             "topic_subscribers": {"min": min(subs_per_topic), "max": max(subs_per_topic), "total": sum(subs_per_topic)},
             "accepted": sum(accepted), "http_errors": len(errors), "first_http_error": errors[0] if errors else "",
@@ -433,7 +481,27 @@ def sc_routing(url: str, tag: str, nodes: int = 4, channels: int = 400, events: 
             load.close()
         for s in servers:
             s.stop()
-        r.close()
+        for r in rs:
+            r.close()
+
+
+def sc_shards(tag: str, nodes: int = 4, channels: int = 1000, events: int = 10000, burst: int = 5000) -> dict[str, Any]:
+    """The routing scenario on a Redis Cluster of 3 primaries (each with a replica) started
+    here on loopback: does traffic spread over the shards, and still reach only its nodes?"""
+    import tempfile
+    from pathlib import Path
+
+    from tests.soak.harness import RedisClusterServers
+
+    with tempfile.TemporaryDirectory(prefix="bench-shards-") as workdir:
+        shards = RedisClusterServers(Path(workdir))
+        try:
+            shards.start()
+            result = sc_routing(shards.url, tag, nodes=nodes, channels=channels, events=events, shards=shards)
+            result["join_burst"] = sc_join_burst(shards.url, tag, sockets=burst, shards=shards)
+            return result
+        finally:
+            shards.stop()
 
 
 def sc_cluster(url: str, tag: str, nodes: int, rate: float = 500.0, seconds: float = 8.0, per_node: int = 100) -> dict[str, Any]:
@@ -525,35 +593,39 @@ def sc_cluster(url: str, tag: str, nodes: int, rate: float = 500.0, seconds: flo
         r.close()
 
 
-def sc_join_burst(url: str, tag: str, sockets: int = 5000, conn_rate: float = 1000.0) -> dict[str, Any]:
+def sc_join_burst(url: str, tag: str, sockets: int = 5000, conn_rate: float = 1000.0, shards: Any = None) -> dict[str, Any]:
     prefix = f"bench-{secrets.token_hex(4)}"
-    r = redis_client(url)
+    sharded = shards is not None
+    rs = redis_clients(url, shards)
     server: b.Server | None = None
     load: Load | None = None
     try:
-        others = redis_probe(r)["clients"] - 1
-        server = start_node(url, prefix, "burst", tag, cores=b.SERVER_CORE)
+        others = probe_all(rs)["clients"] - len(rs)
+        server = start_node(url, prefix, "burst", tag, cores=b.SERVER_CORE, sharded=sharded)
         wait_registered([server])
         names = [f"jb-{i}" for i in range(sockets)]
         load = Load([(server.port, n) for n in names], f"burst-{tag}", conn_rate=conn_rate, subscribe=False, cores=b.GEN_CORE,
                     setup_timeout=max(60.0, 3 * sockets / conn_rate))
         ready = load.ready()
         time.sleep(2.5)  # idle: past a heartbeat
-        rp0 = redis_probe(r)
+        rp0 = probe_all(rs)
         cpu0 = b.proc_cpu_s(server.pid)
         res = load.ask({"cmd": "burst"}, timeout=120)["burst"]
         cpu1 = b.proc_cpu_s(server.pid)
-        rp1 = redis_probe(r)
-        numsub = dict(r.pubsub_numsub(*[topic(prefix, n) for n in names]))
-        followed = sum(1 for n in names if int(numsub.get(topic(prefix, n), 0)) > 0)
+        rp1 = probe_all(rs)
+        subs = numsub(rs, [topic(prefix, n) for n in names], sharded)
+        followed = sum(1 for n in names if int(subs.get(topic(prefix, n), 0)) > 0)
         d = redis_delta(rp0, rp1)
         return {
-            "scenario": "join-burst", "sockets": sockets, "opened": ready.get("open"), "open_s": ready.get("open_s"),
+            "scenario": "join-burst", "sockets": sockets,
+            "redis": f"Redis Cluster, {len(rs)} primaries" if sharded else "one Redis",
+            **(shard_delta(rp0, rp1) if sharded else {}), "opened": ready.get("open"), "open_s": ready.get("open_s"),
             "setup_errors": ready.get("errors"), "succeeded": res.get("succeeded"),
             "join": {k: res.get(k) for k in ("n", "p50_ms", "p99_ms", "max_ms")},
             "send_s": res.get("send_s"), "all_joined_s": res.get("all_s"), "errors": res.get("errors"),
             "first_error": res.get("first_error"),
-            "subscribe_cmds": d["redis_calls"].get("subscribe", 0), "evalsha": d["redis_calls"].get("evalsha", 0),
+            "subscribe_cmds": d["redis_calls"].get("subscribe", 0) + d["redis_calls"].get("ssubscribe", 0),
+            "evalsha": d["redis_calls"].get("evalsha", 0),
             "redis_client_calls": d["redis_client_calls"], "redis_commands": d["redis_commands"],
             "redis_top_calls": dict(list(d["redis_calls"].items())[:8]), "redis_cpu_s": d["redis_cpu_s"],
             "redis_other_clients_before": others,
@@ -565,7 +637,8 @@ def sc_join_burst(url: str, tag: str, sockets: int = 5000, conn_rate: float = 10
             load.close()
         if server is not None:
             server.stop()
-        r.close()
+        for r in rs:
+            r.close()
 
 
 def sc_outage(tag: str, how: str, rate: float = 200.0, seconds: float = 10.0, down_at: float = 3.0, up_at: float = 6.0) -> dict[str, Any]:
@@ -725,6 +798,25 @@ def table_routing(rs: list[dict[str, Any]]) -> None:
           f"target 0 unserved per node: {'met' if all(r['unserved_total'] == 0 and all(n['unserved'] == 0 for n in r['per_node']) for r in rs) else 'NOT MET'}")
 
 
+def table_shards(rs: list[dict[str, Any]]) -> None:
+    if not rs:
+        return
+    print("\n## Routing on a Redis Cluster (3 primaries + replicas), per run")
+    print("| run | nodes | channels | events | commands per primary | spread (max/min) | Redis CPU s per primary | unserved envelopes | deliveries | exactly once |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(rs):
+        print(f"| {i + 1} | {r['nodes']} | {r['channels']} | {r['events']} | {', '.join(f'{c:,}' for c in r['shard_commands'])} "
+              f"| {r['shard_spread']}x | {', '.join(str(c) for c in r['shard_cpu_s'])} | {r['unserved_total']} "
+              f"| {r['deliveries']:,} | {r['exactly_once']} |")
+    print("\n## Join burst on the Redis Cluster, per run")
+    print("| run | sockets | succeeded | p50 ms | p99 ms | SSUBSCRIBE | commands per primary | spread | Redis CPU s (all) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(rs):
+        jb = r["join_burst"]
+        print(f"| {i + 1} | {jb['sockets']} | {jb['succeeded']} | {jb['join']['p50_ms']} | {jb['join']['p99_ms']} | {jb['subscribe_cmds']} "
+              f"| {', '.join(f'{c:,}' for c in jb['shard_commands'])} | {jb['shard_spread']}x | {jb['redis_cpu_s']} |")
+
+
 def table_cluster(rs: list[dict[str, Any]]) -> None:
     if not rs:
         return
@@ -811,6 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     q = opts.quick
     sizes = {
         "routing": dict(channels=40, events=400) if q else dict(channels=400, events=4000),
+        "shards": dict(channels=100, events=1000, burst=500) if q else dict(channels=1000, events=10000, burst=5000),
         "cluster_s": 3.0 if q else opts.cluster_seconds,
         "burst": 500 if q else 5000,
         "outage_s": 10.0,
@@ -873,6 +966,15 @@ def main(argv: list[str] | None = None) -> int:
                     b.log(f"[routing #{rep + 1}] received/unserved per node "
                           f"{[(n['received'], n['unserved']) for n in r['per_node']]} deliveries={r['deliveries']} "
                           f"phase={r['phase_s']}s redis_cpu={r['redis_cpu_s']}s")
+        if "shards" in scenarios:
+            for rep in range(opts.repeat):
+                r = guarded("shards", sc_shards, f"{rep}", **sizes["shards"])
+                if r:
+                    extra["shards"].append(r)
+                    jb = r["join_burst"]
+                    b.log(f"[shards #{rep + 1}] commands per primary {r['shard_commands']} (spread {r['shard_spread']}x) "
+                          f"unserved={r['unserved_total']} deliveries={r['deliveries']} exactly_once={r['exactly_once']}; "
+                          f"join burst p99={jb['join']['p99_ms']}ms SSUBSCRIBE={jb['subscribe_cmds']} per primary {jb['shard_commands']}")
         if "cluster" in scenarios:
             for rep in range(opts.cluster_repeat):
                 for n in (1, 2, 4):
@@ -904,6 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
     if "fanout" in scenarios:
         table_fanout(results, opts.repeat)
     table_routing(extra["routing"])
+    table_shards(extra["shards"])
     table_cluster(extra["cluster"])
     table_burst(extra["join-burst"])
     table_outage(extra["outage"])

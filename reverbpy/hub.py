@@ -444,6 +444,13 @@ class Hub:
             }
         return counts
 
+    async def channel_count(self, state: AppState, name: str) -> int:
+        count = await self.adapter.channel_count(state, name)
+        if count is None:
+            channel = state.channels.get(name)
+            count = channel.subscription_count if channel is not None else 0
+        return count
+
     async def presence_members(self, state: AppState, name: str) -> list[Member]:
         members = await self.adapter.presence_members(state, name)
         if members is None:

@@ -131,7 +131,16 @@ class _RedisSettings(BaseSettings):
     password: str | None = None
     db: int = Field(0, ge=0)
     cluster: bool = False
-    """REDIS_CLUSTER=true: the URL names one node of a Redis Cluster."""
+    """REDIS_CLUSTER=true: the URL names one node of a Redis Cluster. Laravel's own values,
+    ``redis`` and ``predis`` (its ``database.redis.options.cluster``: which client clusters,
+    not whether), mean false, so a Laravel ``.env`` that carries them still starts."""
+
+    @field_validator("cluster", mode="before")
+    @classmethod
+    def _laravel_cluster_option(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("redis", "predis"):
+            return False
+        return value
 
     def to_url(self) -> str:
         if self.url:
@@ -280,10 +289,10 @@ def load_config(
         redis = _RedisSettings.model_validate(_prefixed(variables, "REDIS_"))
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, "REDIS_")) from None
-    if redis.cluster and settings.scaling_enabled and settings.scaling_driver == "redis":
+    if redis.cluster and ("{" in settings.scaling_prefix or "}" in settings.scaling_prefix):
         raise ConfigError(
-            "REDIS_CLUSTER=true: Redis Cluster is not supported yet (sharded pub/sub is planned);"
-            " use one Redis (or a primary with replicas), or REVERB_SCALING_DRIVER=nats"
+            "REVERB_SCALING_PREFIX: no braces with REDIS_CLUSTER=true (reverbpy puts each"
+            " channel's keys in one hash slot with a {...} tag of its own)"
         )
     scaling = ScalingConfig(
         adapter=settings.scaling_driver if settings.scaling_enabled else "memory",

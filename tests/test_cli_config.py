@@ -39,8 +39,9 @@ def test_version() -> None:
         ({"REVERB_APP_ID": "1", "REVERB_APP_KEY": "k", "REVERB_APP_SECRET": "s", "REVERB_APP_MAX_MESSAGE_SIZE": "-5"}, "REVERB_APP_MAX_MESSAGE_SIZE"),
         ({"REVERB_SCALING_BUFFER_SIZE": "0"}, "REVERB_SCALING_BUFFER_SIZE"),
         ({"REVERB_SCALING_DRIVER": "kafka"}, "REVERB_SCALING_DRIVER"),
-        # Not supported yet: said at start-up rather than failing on the first MOVED.
-        ({"REVERB_SCALING_ENABLED": "true", "REDIS_CLUSTER": "true"}, "REDIS_CLUSTER"),
+        # A hash tag of reverbpy's own would be broken by braces in the prefix.
+        ({"REVERB_SCALING_ENABLED": "true", "REDIS_CLUSTER": "true", "REVERB_SCALING_PREFIX": "a{b}"}, "REVERB_SCALING_PREFIX"),
+        ({"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], key: str) -> None:
@@ -128,3 +129,16 @@ def test_secret_never_in_server_output(tmp_path: Path) -> None:
     server.stop()
     assert "super-secret-value" not in server.log()
     assert server.key in server.log()
+
+
+@pytest.mark.parametrize(
+    ("value", "sharded"),
+    [("true", True), ("1", True), ("false", False), ("redis", False), ("predis", False), ("", False)],
+)
+def test_redis_cluster_accepts_laravels_values(value: str, sharded: bool) -> None:
+    """Laravel's ``REDIS_CLUSTER`` names the client that clusters (``redis``, ``predis``), not
+    whether to; a Laravel ``.env`` carrying it must start, on one Redis."""
+    from reverbpy.settings import load_config
+
+    environ = {"REVERB_APP_ID": "1", "REVERB_APP_KEY": "k", "REVERB_APP_SECRET": "s", "REVERB_SCALING_ENABLED": "true", "REDIS_CLUSTER": value}
+    assert load_config(env_file=None, environ=environ).scaling.redis_cluster is sharded

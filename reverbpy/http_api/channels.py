@@ -40,7 +40,7 @@ class Channels:
         name = request.match_info["channel"]
         attrs = channel_query(app.app, name, request.query)
         hub, state = self.hub, app.state
-        count = (await hub.channel_counts(state)).get(name, 0)
+        count = await hub.channel_count(state, name)
         result: dict[str, object] = {"occupied": count > 0}
         if "user_count" in attrs:
             result["user_count"] = len({m.key for m in await hub.presence_members(state, name)})

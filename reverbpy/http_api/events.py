@@ -25,7 +25,7 @@ async def _channel_info(
     if "user_count" in attrs and is_presence(name):
         info["user_count"] = len({m.key for m in await hub.presence_members(state, name)})
     if "subscription_count" in attrs:
-        info["subscription_count"] = (await hub.channel_counts(state)).get(name, 0)
+        info["subscription_count"] = await hub.channel_count(state, name)
     return info
 
 

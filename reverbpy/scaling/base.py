@@ -118,4 +118,8 @@ class Adapter(Protocol):
     async def channel_counts(self, state: AppState) -> dict[str, int] | None:
         """Occupied channels and their subscription counts, cluster-wide."""
 
+    async def channel_count(self, state: AppState, channel: str) -> int | None:
+        """One channel's subscription count, cluster-wide: a trigger asking for its
+        channels' info reads only those, not every channel of the app."""
+
     async def presence_members(self, state: AppState, channel: str) -> list[Member] | None: ...

@@ -70,5 +70,8 @@ class MemoryAdapter:
     async def channel_counts(self, state: AppState) -> dict[str, int] | None:
         return None
 
+    async def channel_count(self, state: AppState, channel: str) -> int | None:
+        return None
+
     async def presence_members(self, state: AppState, channel: str) -> list[Member] | None:
         return None

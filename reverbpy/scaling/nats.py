@@ -871,6 +871,16 @@ class NatsAdapter:
         counts = {untoken(key.split(".")[2]): _total(doc) for key, _, doc in docs}
         return {name: n for name, n in counts.items() if n > 0}
 
+    async def channel_count(self, state: AppState, channel: str) -> int | None:
+        if not self._kv_ready:
+            return None
+        try:
+            _, doc = await self._read(self._key("s", state.app.id, channel))
+        except Exception as exc:
+            self._kv_failed(exc)
+            return None
+        return max(0, _total(doc))
+
     async def connection_count(self, state: AppState) -> int | None:
         if not self._kv_ready:
             return None

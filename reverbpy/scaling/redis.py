@@ -2,13 +2,14 @@
 
 - **Fan-out, routed by interest.** Each node delivers to its own sockets at once, then
   publishes one envelope per topic (``protocol.cluster.route``: a channel, a user, a watched
-  user) on ``{prefix}:t:{app}:{kind}:{name}``. A node subscribes to a topic while it serves it
+  user) on ``{prefix}:t:{app:kind:name}``. A node subscribes to a topic while it serves it
   (``follow``/``unfollow``, counted by the hub), batching a burst of joins into a few
   ``SUBSCRIBE`` commands, so it never receives traffic for channels it has no socket on: the
   cluster's capacity grows with its nodes instead of being capped by what one node can parse.
   One Redis connection publishes in order, so events from one publisher arrive in order
-  everywhere; each envelope carries its node's sequence number, so a node applies it once
-  even when it arrives twice (a retried batch, a catch-up read).
+  everywhere (on a Redis Cluster: in order per channel); each envelope carries its node's
+  sequence number, so a node applies it once per topic even when it arrives twice (a retried
+  batch, a catch-up read).
 - **No silent loss on a blip.** Envelopes wait in a bounded, ordered buffer
   (``buffer_size``, ``buffer_age``) until Redis takes them, and each is also appended to a
   short stream per topic (kept ``buffer_age``), atomically with its ``PUBLISH``. A node whose
@@ -16,14 +17,19 @@
   link, so what was published while it was away (or before it was back) is delivered, in
   order, before anything newer. What overflows the buffer is counted
   (``reverbpy_adapter_dropped_envelopes``) and logged once per outage.
-- **Shared state, in Redis hashes.** Presence members (``presence:{app}:{channel}``, field per
-  socket, plus a per-user socket count), subscription counts per channel and connection
-  counts per node. Updates are Lua scripts, so "first socket of this user" and "last
-  subscriber of this channel" are decided once for the whole cluster.
+- **Shared state, in Redis hashes.** Presence members (a field per socket, plus a per-user
+  socket count) and subscription counts (a field per node) per channel, signed-in users per
+  app, connection counts per node. Updates are Lua scripts, so "first socket of this user" and
+  "last subscriber of this channel" are decided once for the whole cluster.
+- **One Redis or a Redis Cluster, the same code.** Every key a script touches shares one hash
+  tag (``{app:c:channel}`` for a channel's topic, stream and state; ``{app}`` for an app's
+  users), so the scripts run unchanged on a cluster, where a channel lives on one shard and
+  channels spread over all of them. There topics are shard channels (``SPUBLISH`` in the send
+  script; ``SSUBSCRIBE`` through ``scaling.shards``), and a failover is handled as an outage.
 - **Dead nodes.** Each node refreshes its score in the ``nodes`` sorted set every few seconds
-  and records what it added in per-node keys. A node silent for ``node_timeout`` seconds is
-  reaped by a survivor (under a lock): its members leave (``member_removed`` once) and its
-  counts are subtracted.
+  and records what it added in per-node index keys (beside the scripts, since they are in
+  other slots). A node silent for ``node_timeout`` seconds is reaped by a survivor (under a
+  lock): its members leave (``member_removed`` once) and its counts are subtracted.
 - **Outages.** While Redis is unreachable the node keeps serving its own sockets from its own
   state (``healthy`` is False, ``/up`` says so): presence and counts answer locally, envelopes
   wait in the buffer. On reconnect the node re-registers its sockets' state, so the cluster
@@ -43,14 +49,20 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from reverbpy.config import ServerConfig
-from reverbpy.protocol.cluster import Envelope, EnvelopeError, Topic, decode, encode, route
+from reverbpy.protocol.cluster import (
+    CHANNEL,
+    Envelope,
+    EnvelopeError,
+    Topic,
+    decode,
+    encode,
+    route,
+)
 from reverbpy.protocol.presence import Member
 from reverbpy.scaling.base import ClusterListener, PresenceFull, PresenceJoin
 from reverbpy.scaling.buffer import OutageBuffer
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from reverbpy.registry import AppState
 
 log = logging.getLogger("reverbpy.scaling.redis")
@@ -64,18 +76,26 @@ SUBSCRIBE_WAIT = 5.0  # a join waits at most this for its topic's subscription
 CATCH_UP_MARGIN_MS = 3000  # read streams from this long before the link was last known up
 CATCH_UP_COUNT = 100_000  # entries per stream read while catching up, at most
 
-# KEYS: the topic's stream; ARGV: topic, message, retention ms. The stream keeps what was
-# published for ``retention`` ms (a node catching up after a blip reads it); the message is
-# published in the same step, so whatever a catch-up read misses, the subscription gets.
+# Every key a script touches is in one hash slot, so the same scripts run on one Redis and on a
+# Redis Cluster: a channel's keys (presence, subscription counts, cache, stream) and its topic
+# share the hash tag ``{app:c:channel}``; an app's user keys share ``{app}``. What spans slots
+# (a node's own index of what it added, an app's index of occupied channels) is written beside
+# the scripts, not inside them.
+
+# KEYS: the topic's stream; ARGV: topic, message, retention ms, PUBLISH or SPUBLISH. The stream
+# keeps what was published for ``retention`` ms (a node catching up after a blip reads it); the
+# message is published in the same step, so whatever a catch-up read misses, the subscription
+# gets. On a Redis Cluster the topic is a shard channel in the stream's slot.
 _SEND = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XADD', KEYS[1], 'MINID', '~', now - tonumber(ARGV[3]), '*', 'm', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return redis.call('PUBLISH', ARGV[1], ARGV[2])
+return redis.call(ARGV[4], ARGV[1], ARGV[2])
 """
 
-# KEYS: presence hash, users hash, node set; ARGV: field, user key, member json, cap, node entry
+# KEYS: presence hash, users hash; ARGV: field, user key, member json, cap.
+# Returns {first, members}; {-1} when the channel is full.
 _PRESENCE_JOIN = """
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then  -- (0 is true in Lua)
   local cap = tonumber(ARGV[4])
@@ -85,40 +105,41 @@ local existed = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3])
 local n = redis.call('HGET', KEYS[2], ARGV[2])
 if existed == 1 then
   n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-  redis.call('SADD', KEYS[3], ARGV[5])
 end
 return {tonumber(n) == 1 and existed == 1 and 1 or 0, redis.call('HVALS', KEYS[1])}
 """
 
-# KEYS: presence hash, users hash, node set; ARGV: field, user key, node entry
+# KEYS: presence hash, users hash; ARGV: field, user key. 1 when the user's last socket left.
 _PRESENCE_LEAVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('SREM', KEYS[3], ARGV[3])
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
 if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) return 1 end
 return 0
 """
 
-# KEYS: cluster subs hash, node subs hash; ARGV: channel, node field, delta
+# KEYS: the channel's subscription hash (a field per node); ARGV: node, delta. Returns the
+# cluster's count; the hash exists exactly while the channel is occupied.
 _SUBS_DELTA = """
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
-local m = redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
-if m <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) n = 0 end
+if redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local n = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do n = n + tonumber(v) end
 return n
 """
 
-# KEYS: users hash, node users set; ARGV: user id, node entry. Counts the nodes the user is on.
+# KEYS: users hash (user -> nodes), user-nodes hash; ARGV: user id, node field.
+# Counts the nodes the user is on.
 _USER_IN = """
-if redis.call('SADD', KEYS[2], ARGV[2]) == 1 then
+if redis.call('HSETNX', KEYS[2], ARGV[2], 1) == 1 then
   return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 end
 return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or 0)
 """
 
-# KEYS: users hash, node users set; ARGV: user id, node entry. -1 when the node had no record.
+# KEYS: users hash, user-nodes hash; ARGV: user id, node field. -1 when the node had no record.
 _USER_OUT = """
-if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return -1 end
+if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return -1 end
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
 if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 0 end
 return n
@@ -137,10 +158,12 @@ class RedisAdapter:
         self._node_timeout = scaling.node_timeout
         self._retention_ms = max(1000, int(scaling.buffer_age * 1000))
         self._apps = [a.id for a in config.apps]
+        self._sharded = scaling.redis_cluster
+        self._publish = "SPUBLISH" if self._sharded else "PUBLISH"
         self.node_id = secrets.token_hex(8)
         self._origin = self.node_id.encode()  # what every message it publishes starts with
         self._hub: ClusterListener | None = None
-        self._redis: Redis | None = None
+        self._redis: Any = None  # redis.asyncio.Redis, or RedisCluster
         # What waits for Redis, oldest first: (topic or cache key, message, ttl ms); a ttl
         # means SET with expiry (a cache entry), else an envelope for the topic.
         self._buffer: OutageBuffer[tuple[str, bytes, int]] = OutageBuffer(
@@ -149,7 +172,11 @@ class RedisAdapter:
         self._queued = asyncio.Event()
         self._up = asyncio.Event()  # set while healthy: the publisher waits on it
         self._seq = 0  # this node's envelopes, numbered
-        self._seen: dict[str, int] = {}  # the last sequence number applied, per origin node
+        # The last sequence number applied, per topic and origin node: a topic lives on one
+        # shard, so only within a topic do a node's envelopes keep their order.
+        self._seen: dict[str, dict[str, int]] = {}
+        self._mine: dict[str, int] = {}  # this node's subscriptions per "app\x1fchannel"
+        self._calls = asyncio.Semaphore(POOL_SIZE)  # commands in flight, at most
         # Interest: topic -> local count (``follow``); topic names subscribed or unsubscribed
         # as Redis confirmed; the joins waiting for a subscription; topics to reconcile.
         self._interest: dict[Topic, int] = {}
@@ -159,6 +186,7 @@ class RedisAdapter:
         self._changed: set[Topic] = set()
         self._reconcile = asyncio.Event()
         self._pubsub: Any = None
+        self._listener: Any = None  # the client ``_pubsub`` comes from, on one Redis
         # Catching up after the subscriptions dropped: Redis's clock (ms) when the link was
         # last known up, the topics subscribed then, and the data epoch (a Redis that lost
         # its data has a new one, and its streams are read whole).
@@ -191,22 +219,9 @@ class RedisAdapter:
         return self._buffer.dropped
 
     async def start(self, hub: ClusterListener) -> None:
-        from redis.asyncio import BlockingConnectionPool, Redis
-
         self._hub = hub
         hub.node_id = self.node_id
-        # A bounded pool that makes callers wait for a free connection: 2,000 sockets joining
-        # at once must queue for Redis, not open 2,000 connections (or fail on the 101st).
-        pool = BlockingConnectionPool.from_url(
-            self._url.reveal(),
-            max_connections=POOL_SIZE,
-            timeout=5,
-            socket_connect_timeout=2,
-            decode_responses=True,
-            socket_timeout=5,
-            health_check_interval=10,
-        )
-        self._redis = Redis(connection_pool=pool)
+        self._redis = self._connect()
         self._send = self._redis.register_script(_SEND)
         self._join = self._redis.register_script(_PRESENCE_JOIN)
         self._leave = self._redis.register_script(_PRESENCE_LEAVE)
@@ -242,13 +257,45 @@ class RedisAdapter:
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._forget_node(self.node_id), 3)
-            await self._redis.aclose(close_connection_pool=True)
+            if self._sharded:
+                await self._redis.aclose()
+            else:
+                await self._redis.aclose(close_connection_pool=True)
+        if self._listener is not None:
+            await self._listener.aclose(close_connection_pool=True)
+
+    def _connect(self) -> Any:
+        """A client for one Redis, or for a Redis Cluster (commands routed by slot)."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 2,
+            "decode_responses": True,
+            "socket_timeout": 5,
+            "health_check_interval": 10,
+        }
+        if self._sharded:
+            from redis.asyncio.cluster import RedisCluster
+
+            # Its per-node pools raise when full instead of waiting: ``_calls`` bounds the
+            # commands in flight instead, so a burst of joins queues here.
+            options.pop("health_check_interval")
+            return RedisCluster.from_url(self._url.reveal(), max_connections=POOL_SIZE, **options)
+        from redis.asyncio import BlockingConnectionPool, Redis
+
+        # A bounded pool that makes callers wait for a free connection: 2,000 sockets joining
+        # at once must queue for Redis, not open 2,000 connections (or fail on the 101st).
+        pool = BlockingConnectionPool.from_url(
+            self._url.reveal(), max_connections=POOL_SIZE, timeout=5, **options
+        )
+        return Redis(connection_pool=pool)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
     def _topic(self, topic: Topic) -> str:
-        return self._key("t", *topic)
+        """``{prefix}:t:{app:kind:name}``: the hash tag puts a channel's topic, stream and
+        state in one slot of a Redis Cluster, and spreads channels over the shards."""
+        app, kind, name = topic
+        return f"{self._prefix}:t:{{{app}:{kind}:{name}}}"
 
     def _stream(self, name: str) -> str:
         """The stream that keeps a topic's recent messages (``name``: the topic's channel)."""
@@ -262,8 +309,8 @@ class RedisAdapter:
             pipe.zadd(self._key("nodes"), {self.node_id: time.time()})
             pipe.set(self._key("epoch"), secrets.token_hex(8), nx=True)
             pipe.get(self._key("epoch"))
-            pipe.time()
-            _, _, epoch, now = await pipe.execute()
+            _, _, epoch = await pipe.execute()
+        now = await self._redis.time()  # not pipelined: a Redis Cluster refuses that
         if self._epoch and epoch != self._epoch:
             log.warning("Redis lost its data (new epoch): catching up from its streams' start")
             self._clock_ms = -1
@@ -323,11 +370,14 @@ class RedisAdapter:
                     # EVALSHA by hand: redis-py's scripts in a pipeline cost a SCRIPT EXISTS
                     # round trip per batch, which at one trigger per batch doubles them.
                     sha, retention = self._send.sha, self._retention_ms
+                    command = self._publish
                     for target, message, ttl_ms in batch:
                         if ttl_ms:
                             pipe.set(target, message, px=ttl_ms)
                         else:
-                            pipe.evalsha(sha, 1, self._stream(target), target, message, retention)
+                            pipe.evalsha(
+                                sha, 1, self._stream(target), target, message, retention, command
+                            )
                     await pipe.execute()
                 self._buffer.put_back(0)
                 self.publish_batches += 1
@@ -415,7 +465,7 @@ class RedisAdapter:
         assert self._redis is not None
         backoff = 0.1
         while not self._closing:
-            pubsub = self._redis.pubsub()
+            pubsub = self._new_pubsub()
             try:
                 self._subscribed.clear()
                 self._unsubscribing.clear()
@@ -451,6 +501,25 @@ class RedisAdapter:
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
 
+    def _new_pubsub(self) -> Any:
+        """A pub/sub that fails when its link drops: redis-py would otherwise reconnect and
+        subscribe again by itself, and what was published in between would go unread."""
+        from reverbpy.scaling.shards import ShardedPubSub, no_retry
+
+        if self._sharded:
+            return ShardedPubSub(self._redis, self._url.reveal())
+        if self._listener is None:
+            from redis.asyncio import Redis
+
+            self._listener = Redis.from_url(
+                self._url.reveal(),
+                retry=no_retry(),
+                decode_responses=True,
+                socket_connect_timeout=2,
+                health_check_interval=10,
+            )
+        return self._listener.pubsub()
+
     async def _confirmed(self, pubsub: Any, count: int) -> list[dict[str, Any]]:
         """Wait until Redis has confirmed ``count`` subscriptions; the messages that came
         meanwhile are returned, to be applied after the catch-up (which is older)."""
@@ -469,7 +538,7 @@ class RedisAdapter:
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "message":
-            self._deliver(message["data"])
+            self._deliver(str(message["channel"]), message["data"])
         elif kind == "subscribe":
             name = str(message["channel"])
             self._subscribed.add(name)
@@ -479,9 +548,11 @@ class RedisAdapter:
             name = str(message["channel"])
             self._subscribed.discard(name)
             self._unsubscribing.discard(name)
+            self._seen.pop(name, None)
 
-    def _deliver(self, message: str) -> None:
-        """Apply one message (``node seq envelope``) unless it is ours or already applied."""
+    def _deliver(self, name: str, message: str) -> None:
+        """Apply one message (``node seq envelope``) of topic ``name`` unless it is ours or
+        already applied."""
         origin, _, rest = message.partition(" ")
         if origin == self.node_id or self._hub is None:
             return
@@ -492,9 +563,12 @@ class RedisAdapter:
         except (ValueError, EnvelopeError) as exc:  # orjson.JSONDecodeError is a ValueError
             log.warning("bad envelope from the cluster: %s", exc)
             return
-        if seq <= self._seen.get(origin, 0):
+        seen = self._seen.get(name)
+        if seen is None:
+            seen = self._seen[name] = {}
+        if seq <= seen.get(origin, 0):
             return  # sent twice (a retried batch, or read from a stream and then live)
-        self._seen[origin] = seq
+        seen[origin] = seq
         self.received += 1
         try:
             self._hub.receive(envelope)
@@ -508,21 +582,21 @@ class RedisAdapter:
         if not names or self._clock_ms == 0 or self._redis is None:
             return
         start = "-" if self._clock_ms < 0 else str(max(0, self._clock_ms - CATCH_UP_MARGIN_MS))
-        entries: list[tuple[str, int, str]] = []
+        entries: list[tuple[str, int, str, str]] = []
         for chunk in _chunks(sorted(names), 200):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for name in chunk:
                     pipe.xrange(self._stream(name), min=start, count=CATCH_UP_COUNT)
                 replies = await pipe.execute()
-            for reply in replies:
+            for name, reply in zip(chunk, replies, strict=True):
                 for _id, fields in reply:
                     origin, _, rest = str(fields.get("m", "")).partition(" ")
                     seq, _, _ = rest.partition(" ")
                     if origin != self.node_id and seq.isdigit():
-                        entries.append((origin, int(seq), fields["m"]))
+                        entries.append((origin, int(seq), name, fields["m"]))
         entries.sort()
-        for _, _, message in entries:
-            self._deliver(message)
+        for _, _, name, message in entries:
+            self._deliver(name, message)
         if entries:
             log.info("caught up with %d envelopes published while the link was down", len(entries))
 
@@ -537,16 +611,15 @@ class RedisAdapter:
             if self._healthy:
                 return
             await self._forget_node(self.node_id)
+            self._mine.clear()
             await self._register()
             for state in self._hub.registry.apps.values():
+                app = state.app.id
                 await self._redis.hset(
-                    self._key("conns", state.app.id), self.node_id, len(state.connections)
+                    self._key("conns", app), self.node_id, len(state.connections)
                 )
                 for user_id in list(state.users):
-                    await self._user_in(
-                        keys=self._user_keys(state.app.id),
-                        args=[user_id, f"{state.app.id}{_SEP}{user_id}"],
-                    )
+                    await self._signed_in(app, user_id)
                 for channel in list(state.channels.values()):
                     for conn in list(channel.subscribers.values()):
                         member = conn.session.subscriptions.get(channel.name)
@@ -554,31 +627,66 @@ class RedisAdapter:
                             await self._presence_join(
                                 state, channel.name, conn.socket_id, member, cap=0
                             )
-                        await self._subs(
-                            keys=self._subs_keys(state),
-                            args=[channel.name, self._node_field(state, channel.name), 1],
-                        )
+                    if channel.subscribers:
+                        await self._subs_delta(app, channel.name, len(channel.subscribers))
             self._set_healthy()
         log.info("Redis is back: node %s re-registered", self.node_id)
 
+    # --- keys -------------------------------------------------------------------------------
+
+    def _channel_key(self, what: str, app: str, channel: str) -> str:
+        """A key of one channel's state, in its topic's hash slot."""
+        return f"{self._prefix}:{what}:{{{app}:{CHANNEL}:{channel}}}"
+
+    def _app_key(self, what: str, app: str) -> str:
+        """A key of one app's state that scripts use together (one hash slot per app)."""
+        return f"{self._prefix}:{what}:{{{app}}}"
+
+    def _node_key(self, node: str, what: str) -> str:
+        """What ``node`` added, so that whoever reaps it can take it away again."""
+        return self._key("node", node, what)
+
+    async def _indexed(
+        self, index: str, entry: str, script: Any, keys: list[str], args: list[Any]
+    ) -> Any:
+        """Add ``entry`` to one of this node's indexes and run ``script``, in one round trip.
+
+        The index is what a reaper reads to undo a dead node's work; the index is written
+        first (on one Redis; a cluster may run the two on different shards at once), so a node
+        that dies in between leaves at worst an entry that undoes nothing."""
+        from redis.exceptions import NoScriptError
+
+        assert self._redis is not None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(index, entry)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                return (await pipe.execute())[1]
+        except NoScriptError:  # a restarted Redis: the entry is in, the script ran nowhere
+            return await script(keys=keys, args=args)
+
     # --- presence ---------------------------------------------------------------------------
 
-    def _presence_keys(self, state: AppState, channel: str) -> list[str]:
-        app = state.app.id
+    def _presence_keys(self, app: str, channel: str) -> list[str]:
         return [
-            self._key("presence", app, channel),
-            self._key("presence_users", app, channel),
-            self._key("node", self.node_id, "presence"),
+            self._channel_key("presence", app, channel),
+            self._channel_key("presence_users", app, channel),
         ]
 
     async def _presence_join(
         self, state: AppState, channel: str, socket_id: str, member: Member, cap: int
     ) -> list[Any]:
+        assert self._redis is not None
+        app = state.app.id
         field = f"{self.node_id}{_SEP}{socket_id}"
-        entry = _SEP.join((state.app.id, channel, socket_id, member.key))
+        entry = _SEP.join((app, channel, socket_id, member.key))
         value = orjson.dumps({"user_id": member.user_id, "user_info": member.user_info})
-        result: list[Any] = await self._join(
-            keys=self._presence_keys(state, channel), args=[field, member.key, value, cap, entry]
+        result: list[Any] = await self._indexed(
+            self._node_key(self.node_id, "presence"),
+            entry,
+            self._join,
+            self._presence_keys(app, channel),
+            [field, member.key, value, cap],
         )
         return result
 
@@ -588,9 +696,10 @@ class RedisAdapter:
         if not self._healthy:
             return None
         try:
-            result = await self._presence_join(
-                state, channel, socket_id, member, state.app.max_presence_members
-            )
+            async with self._calls:
+                result = await self._presence_join(
+                    state, channel, socket_id, member, state.app.max_presence_members
+                )
         except Exception as exc:
             self._lost(exc)
             return None
@@ -602,25 +711,30 @@ class RedisAdapter:
     async def presence_leave(
         self, state: AppState, channel: str, socket_id: str, member: Member
     ) -> bool | None:
-        if not self._healthy:
+        if not self._healthy or self._redis is None:
             return None
+        app = state.app.id
         field = f"{self.node_id}{_SEP}{socket_id}"
-        entry = _SEP.join((state.app.id, channel, socket_id, member.key))
+        entry = _SEP.join((app, channel, socket_id, member.key))
         try:
-            return bool(
-                await self._leave(
-                    keys=self._presence_keys(state, channel), args=[field, member.key, entry]
+            async with self._calls:
+                last = await self._leave(
+                    keys=self._presence_keys(app, channel), args=[field, member.key]
                 )
-            )
+                await self._redis.srem(self._node_key(self.node_id, "presence"), entry)
         except Exception as exc:
             self._lost(exc)
             return None
+        return bool(last)
 
     async def presence_members(self, state: AppState, channel: str) -> list[Member] | None:
         if not self._healthy or self._redis is None:
             return None
         try:
-            values = await self._redis.hvals(self._key("presence", state.app.id, channel))
+            async with self._calls:
+                values = await self._redis.hvals(
+                    self._channel_key("presence", state.app.id, channel)
+                )
         except Exception as exc:
             self._lost(exc)
             return None
@@ -628,39 +742,89 @@ class RedisAdapter:
 
     # --- counts -----------------------------------------------------------------------------
 
-    def _subs_keys(self, state: AppState) -> list[str]:
-        return [self._key("subs", state.app.id), self._key("node", self.node_id, "subs")]
+    async def _subs_delta(self, app: str, channel: str, delta: int, node: str = "") -> int:
+        """Change ``node``'s subscriptions to ``channel`` (this node's by default) and return
+        the cluster's count. The per-channel hash holds a field per node; the node's index and
+        the app's index of occupied channels change only when a count starts or ends."""
+        assert self._redis is not None
+        r, node = self._redis, node or self.node_id
+        entry = f"{app}{_SEP}{channel}"
+        keys, args = [self._channel_key("subs", app, channel)], [node, delta]
+        mine = self._mine.get(entry, 0) if node == self.node_id else 0
+        if node == self.node_id:
+            self._mine[entry] = mine + delta
+            if self._mine[entry] <= 0:
+                del self._mine[entry]
+        if node == self.node_id and mine <= 0 < delta:  # this node's first
+            n = int(
+                await self._indexed(self._node_key(node, "subs"), entry, self._subs, keys, args)
+            )
+        else:
+            n = int(await self._subs(keys=keys, args=args))
+        if node == self.node_id and entry not in self._mine:
+            await r.srem(self._node_key(node, "subs"), entry)
+        if delta > 0 and n == delta:  # the cluster's first subscriber
+            await r.sadd(self._app_key("channels", app), channel)
+        elif n == 0:
+            await self._vacated(app, channel)
+        return n
 
-    def _node_field(self, state: AppState, channel: str) -> str:
-        return f"{state.app.id}{_SEP}{channel}"
+    async def _vacated(self, app: str, channel: str) -> None:
+        """Off the app's index of occupied channels, unless a join on another node came in
+        between (the subscription hash exists again): then it goes back on."""
+        assert self._redis is not None
+        index = self._app_key("channels", app)
+        await self._redis.srem(index, channel)
+        if await self._redis.exists(self._channel_key("subs", app, channel)):
+            await self._redis.sadd(index, channel)
 
     async def subscriptions_changed(self, state: AppState, channel: str, delta: int) -> int | None:
         if not self._healthy:
             return None
         try:
-            count: int = await self._subs(
-                keys=self._subs_keys(state), args=[channel, self._node_field(state, channel), delta]
-            )
+            async with self._calls:
+                return await self._subs_delta(state.app.id, channel, delta)
         except Exception as exc:
             self._lost(exc)
             return None
-        return int(count)
 
     async def channel_counts(self, state: AppState) -> dict[str, int] | None:
         if not self._healthy or self._redis is None:
             return None
+        app, counts = state.app.id, {}
         try:
-            raw = await self._redis.hgetall(self._key("subs", state.app.id))
+            async with self._calls:
+                names = sorted(await self._redis.smembers(self._app_key("channels", app)))
+                for chunk in _chunks(names, 500):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for name in chunk:
+                            pipe.hvals(self._channel_key("subs", app, name))
+                        replies = await pipe.execute()
+                    for name, values in zip(chunk, replies, strict=True):
+                        if (n := sum(map(int, values))) > 0:
+                            counts[str(name)] = n
         except Exception as exc:
             self._lost(exc)
             return None
-        return {str(k): int(v) for k, v in raw.items() if int(v) > 0}
+        return counts
+
+    async def channel_count(self, state: AppState, channel: str) -> int | None:
+        if not self._healthy or self._redis is None:
+            return None
+        try:
+            async with self._calls:
+                values = await self._redis.hvals(self._channel_key("subs", state.app.id, channel))
+        except Exception as exc:
+            self._lost(exc)
+            return None
+        return sum(map(int, values))
 
     async def connection_count(self, state: AppState) -> int | None:
         if not self._healthy or self._redis is None:
             return None
         try:
-            raw = await self._redis.hgetall(self._key("conns", state.app.id))
+            async with self._calls:
+                raw = await self._redis.hgetall(self._key("conns", state.app.id))
         except Exception as exc:
             self._lost(exc)
             return None
@@ -668,38 +832,59 @@ class RedisAdapter:
         counts[self.node_id] = len(state.connections)
         return sum(counts.values())
 
-    def _user_keys(self, app_id: str, node: str | None = None) -> list[str]:
-        return [self._key("users", app_id), self._key("node", node or self.node_id, "users")]
+    # --- users ------------------------------------------------------------------------------
+
+    def _user_keys(self, app: str) -> list[str]:
+        return [self._app_key("users", app), self._app_key("user_nodes", app)]
+
+    async def _signed_in(self, app: str, user_id: str) -> int:
+        """Record that this node has ``user_id``; the number of nodes that have them."""
+        n = await self._indexed(
+            self._node_key(self.node_id, "users"),
+            f"{app}{_SEP}{user_id}",
+            self._user_in,
+            self._user_keys(app),
+            [user_id, f"{self.node_id}{_SEP}{user_id}"],
+        )
+        return int(n)
+
+    async def _signed_out(self, app: str, user_id: str, node: str) -> int:
+        """The number of nodes that still have ``user_id``; -1 if ``node`` had no record."""
+        assert self._redis is not None
+        n = await self._user_out(
+            keys=self._user_keys(app), args=[user_id, f"{node}{_SEP}{user_id}"]
+        )
+        await self._redis.srem(self._node_key(node, "users"), f"{app}{_SEP}{user_id}")
+        return int(n)
 
     async def user_signed_in(self, state: AppState, user_id: str) -> bool | None:
         if not self._healthy:
             return None
         try:
-            n = await self._user_in(
-                keys=self._user_keys(state.app.id), args=[user_id, f"{state.app.id}{_SEP}{user_id}"]
-            )
+            async with self._calls:
+                return await self._signed_in(state.app.id, user_id) == 1
         except Exception as exc:
             self._lost(exc)
             return None
-        return int(n) == 1
 
     async def user_signed_out(self, state: AppState, user_id: str) -> bool | None:
         if not self._healthy:
             return None
         try:
-            n = await self._user_out(
-                keys=self._user_keys(state.app.id), args=[user_id, f"{state.app.id}{_SEP}{user_id}"]
-            )
+            async with self._calls:
+                return await self._signed_out(state.app.id, user_id, self.node_id) == 0
         except Exception as exc:
             self._lost(exc)
             return None
-        return int(n) == 0
 
     async def users_online(self, state: AppState, user_ids: tuple[str, ...]) -> list[str] | None:
         if not self._healthy or self._redis is None or not user_ids:
             return None
         try:
-            counts = await self._redis.hmget(self._key("users", state.app.id), list(user_ids))
+            async with self._calls:
+                counts = await self._redis.hmget(
+                    self._app_key("users", state.app.id), list(user_ids)
+                )
         except Exception as exc:
             self._lost(exc)
             return None
@@ -708,18 +893,20 @@ class RedisAdapter:
     def other_connections(self, state: AppState) -> int:
         return self._others.get(state.app.id, 0)
 
+    # --- cache channels ---------------------------------------------------------------------
+
     def cache_set(self, state: AppState, channel: str, event: str, data: Any, ttl: float) -> None:
         if not self._healthy:
             return
-        key = self._key("cache", state.app.id, channel)
+        key = self._channel_key("cache", state.app.id, channel)
         self._enqueue(key, orjson.dumps({"e": event, "d": data}), max(1, int(ttl * 1000)))
 
     async def cache_get(self, state: AppState, channel: str) -> tuple[str, Any, float] | None:
         if not self._healthy or self._redis is None:
             return None
-        key = self._key("cache", state.app.id, channel)
+        key = self._channel_key("cache", state.app.id, channel)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._calls, self._redis.pipeline(transaction=False) as pipe:
                 pipe.get(key)
                 pipe.pttl(key)
                 raw, pttl = await pipe.execute()
@@ -741,8 +928,8 @@ class RedisAdapter:
                 if not self._healthy:
                     await self._recover()
                     continue
+                now = await self._redis.time()
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.time()
                     pipe.zadd(self._key("nodes"), {self.node_id: time.time()})
                     apps = list(self._hub.registry.apps.values())
                     for state in apps:
@@ -753,7 +940,7 @@ class RedisAdapter:
                         pipe.hgetall(self._key("conns", state.app.id))
                     replies = await pipe.execute()
                 if self._pubsub is not None and not self._catch_up:
-                    self._clock_ms = _ms(replies[0])  # the link was up until now
+                    self._clock_ms = _ms(now)  # the link was up until now
                 for state, counts in zip(apps, replies[-len(apps) :] if apps else [], strict=True):
                     self._others[state.app.id] = sum(
                         int(v) for k, v in counts.items() if k != self.node_id
@@ -772,42 +959,35 @@ class RedisAdapter:
                 await self._forget_node(node, announce=True)
 
     async def _forget_node(self, node: str, announce: bool = False) -> None:
-        """Remove everything ``node`` added; with ``announce``, tell the cluster who left."""
+        """Remove everything ``node`` added, found through its indexes; with ``announce``,
+        tell the cluster who left."""
         assert self._redis is not None
-        r = self._redis
-        presence_key = self._key("node", node, "presence")
-        for raw in await r.smembers(presence_key):
-            app, channel, socket_id, user_key = str(raw).split(_SEP)
+        r, hub = self._redis, self._hub if announce else None
+        presence_index = self._node_key(node, "presence")
+        for raw in await r.smembers(presence_index):
+            app, channel, socket_id, user_key = str(raw).split(_SEP, 3)
             field = f"{node}{_SEP}{socket_id}"
-            keys = [
-                self._key("presence", app, channel),
-                self._key("presence_users", app, channel),
-                presence_key,
-            ]
+            keys = self._presence_keys(app, channel)
             value = await r.hget(keys[0], field)
-            if (
-                await self._leave(keys=keys, args=[field, user_key, raw])
-                and announce
-                and self._hub is not None
-            ):
-                user_id = orjson.loads(value)["user_id"] if value else user_key
-                self._hub.member_gone(app, channel, user_id)
-        users_key = self._key("node", node, "users")
-        for raw in await r.smembers(users_key):
-            app, user_id = str(raw).split(_SEP)
-            left = await self._user_out(keys=self._user_keys(app, node), args=[user_id, str(raw)])
-            if int(left) == 0 and announce and self._hub is not None:
-                self._hub.user_gone(app, user_id)
-        subs_key = self._key("node", node, "subs")
-        for raw_field, raw_count in (await r.hgetall(subs_key)).items():
-            app, channel = str(raw_field).split(_SEP)
-            left = await r.hincrby(self._key("subs", app), channel, -int(raw_count))
-            if left <= 0:
-                await r.hdel(self._key("subs", app), channel)
-                if announce and self._hub is not None:
-                    self._hub.channel_gone(app, channel)
+            if await self._leave(keys=keys, args=[field, user_key]) and hub is not None:
+                hub.member_gone(app, channel, orjson.loads(value)["user_id"] if value else user_key)
+        users_index = self._node_key(node, "users")
+        for raw in await r.smembers(users_index):
+            app, user_id = str(raw).split(_SEP, 1)
+            if await self._signed_out(app, user_id, node) == 0 and hub is not None:
+                hub.user_gone(app, user_id)
+        subs_index = self._node_key(node, "subs")
+        for raw in await r.smembers(subs_index):
+            app, channel = str(raw).split(_SEP, 1)
+            count = await r.hget(self._channel_key("subs", app, channel), node)
+            if count is not None and int(count) > 0:
+                left = await self._subs_delta(app, channel, -int(count), node=node)
+                if left == 0 and hub is not None:
+                    hub.channel_gone(app, channel)
         async with r.pipeline(transaction=False) as pipe:
-            pipe.delete(presence_key, subs_key, users_key)
+            pipe.delete(presence_index)
+            pipe.delete(subs_index)
+            pipe.delete(users_index)
             for app in self._apps:
                 pipe.hdel(self._key("conns", app), node)
             pipe.zrem(self._key("nodes"), node)

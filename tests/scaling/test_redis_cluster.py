@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,7 +15,8 @@ import redis.asyncio as aioredis
 
 from tests.conftest import ServerProcess, start_server
 from tests.functional.raw import Client, api, connect
-from tests.soak.harness import RedisServer
+from tests.scaling.conftest import RedisBackend, scaling_env
+from tests.soak.harness import RedisClusterServers, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -150,14 +153,14 @@ async def both_healthy(http: aiohttp.ClientSession, *nodes: ServerProcess, withi
 
 
 async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
-    http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]
+    http: aiohttp.ClientSession, tmp_path: Path, one_redis_env: dict[str, str]
 ) -> None:
     """Redis stopped, 20 events accepted by node A meanwhile, Redis restarted (empty, as
     without persistence): A's subscribers get them at once, B's once the link is back, in
     order and once each."""
     own = RedisServer(tmp_path)
     own.start()
-    env = {**cluster_env, "REDIS_URL": own.url}
+    env = {**one_redis_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
     clients: list[Client] = []
     try:
@@ -195,12 +198,12 @@ async def test_redis_outage_local_clients_keep_working_and_nothing_is_lost(
         own.stop()
 
 
-async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_path: Path, cluster_env: dict[str, str]) -> None:
+async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_path: Path, one_redis_env: dict[str, str]) -> None:
     """Redis stopped with SIGSTOP for 3 s (a stalled VM, a long fork) while node A accepts 20
     events: the batch that timed out is sent again, and B applies every event exactly once."""
     own = RedisServer(tmp_path)
     own.start()
-    env = {**cluster_env, "REDIS_URL": own.url}
+    env = {**one_redis_env, "REDIS_URL": own.url}
     a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
     clients: list[Client] = []
     try:
@@ -225,18 +228,24 @@ async def test_a_frozen_redis_loses_nothing(http: aiohttp.ClientSession, tmp_pat
         own.stop()
 
 
-async def test_keys_live_under_the_prefix(http: aiohttp.ClientSession, cluster: list[ServerProcess], cluster_env: dict[str, str], redis_url: str) -> None:
+async def test_keys_live_under_the_prefix(http: aiohttp.ClientSession, cluster: list[ServerProcess], cluster_env: dict[str, str], redis_backend: RedisBackend) -> None:
     c = await connect(http, cluster[0])
     await presence(c, cluster[0], "presence-p", "u")
-    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    if redis_backend.sharded:
+        r: Any = aioredis.RedisCluster.from_url(redis_backend.url, decode_responses=True)
+        scan = {"target_nodes": aioredis.RedisCluster.PRIMARIES}
+    else:
+        r, scan = aioredis.Redis.from_url(redis_backend.url, decode_responses=True), {}
     try:
         prefix = cluster_env["REVERB_SCALING_PREFIX"]
-        keys = set(await r.keys(f"{prefix}:*"))
+        keys = set(await r.keys(f"{prefix}:*", **scan))
         assert f"{prefix}:nodes" in keys
-        assert f"{prefix}:presence:{cluster[0].app_id}:presence-p" in keys
+        # the channel's keys share a hash tag: one slot of a Redis Cluster
+        assert f"{prefix}:presence:{{{cluster[0].app_id}:c:presence-p}}" in keys
+        assert f"{prefix}:subs:{{{cluster[0].app_id}:c:presence-p}}" in keys
         assert await r.zcard(f"{prefix}:nodes") == 3
         # nothing of ours outside the prefix
-        assert not [k for k in await r.keys("*") if "presence-p" in k and not k.startswith(prefix + ":")]
+        assert not [k for k in await r.keys("*", **scan) if "presence-p" in k and not k.startswith(prefix + ":")]
     finally:
         await r.aclose()
 
@@ -338,3 +347,41 @@ async def test_watchlist_is_cluster_wide(http: aiohttp.ClientSession, tmp_path: 
     finally:
         for node in (a, b, c_node):
             node.stop()
+
+
+async def test_a_primary_killed_in_a_redis_cluster_loses_nothing(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A 3-shard Redis Cluster; the primary that owns channel ``failover``'s slot is killed
+    while node A accepts 20 events for it (200 OK each); its replica takes over. Node B's
+    subscriber gets all 20, in order, once each, and the cluster serves on."""
+    servers = RedisClusterServers(tmp_path / "redis-cluster")
+    servers.start()
+    env = scaling_env(servers.url, sharded=True)
+    a, b = start_server(tmp_path, extra_env=env), start_server(tmp_path, extra_env=env)
+    clients: list[Client] = []
+    try:
+        cb = await connect(http, b)
+        clients.append(cb)
+        await cb.subscribe("failover")
+        topic = f"{env['REVERB_SCALING_PREFIX']}:t:{{{a.app_id}:c:failover}}"
+        owner = servers.owner(topic)
+        servers.kill_primary(owner)
+        for i in range(20):  # accepted while the shard has no primary
+            assert (await api(http, a, "POST", "/events", {"name": "n", "channel": "failover", "data": str(i)}))[0] == 200
+            await asyncio.sleep(0.1)
+        got = []
+        with contextlib.suppress(TimeoutError):
+            for _ in range(20):
+                got.append((await cb.recv(timeout=30))["data"])
+        assert got == [str(i) for i in range(20)], a.log() + b.log()
+        assert servers.owner(topic) is not owner  # a replica was promoted
+        await both_healthy(http, a, b, within=30)
+        await api(http, a, "POST", "/events", {"name": "n", "channel": "failover", "data": "end"})
+        assert (await cb.recv(timeout=10))["data"] == "end"  # nothing twice before it
+        status, body = await api(http, a, "GET", "/channels/failover", params={"info": "subscription_count"})
+        assert (status, body) == (200, {"occupied": True, "subscription_count": 1})
+    finally:
+        for c in clients:
+            await c.ws.close()
+        a.stop()
+        b.stop()
+        servers.stop()

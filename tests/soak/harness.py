@@ -338,13 +338,14 @@ class RawWS:
 class RedisServer:
     """A ``redis-server`` on a free port that a scenario may kill, freeze and restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, args: tuple[str, ...] = (), port: int = 0) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -365,6 +366,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -403,3 +405,101 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class RedisClusterServers:
+    """A Redis Cluster on loopback: ``masters`` primaries with one replica each, a short node
+    timeout so that a killed primary's replica takes over within a few seconds."""
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
+        self.servers: list[RedisServer] = []
+        for i in range(masters * 2):
+            node_dir = workdir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            # A replica may take over however long ago it last heard its primary (validity
+            # factor 0): the tests kill primaries seconds after the cluster was made.
+            args = ("--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0")
+            self.servers.append(RedisServer(node_dir, args, port=_cluster_port()))
+        self.masters = masters
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.servers[0].port}/0"
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )
+        self.wait_ok()
+
+    def cli(self, server: RedisServer, *args: str) -> str:
+        return subprocess.run(
+            ["redis-cli", "-p", str(server.port), *args], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+
+    def alive(self) -> list[RedisServer]:
+        return [s for s in self.servers if s.proc is not None and s.proc.poll() is None]
+
+    def primaries(self) -> list[RedisServer]:
+        return [s for s in self.alive() if "role:master" in self.cli(s, "INFO", "replication")]
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every live node says the cluster is whole, with a live primary per shard."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replication = [self.cli(s, "INFO", "replication") for s in self.alive()]
+            if (
+                all("cluster_state:ok" in self.cli(s, "CLUSTER", "INFO") for s in self.alive())
+                and sum("role:master" in r for r in replication) >= self.masters
+                and all("master_link_status:up" in r for r in replication if "role:slave" in r)
+            ):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the Redis Cluster did not become ready")
+
+    def owner(self, key: str) -> RedisServer:
+        """The live primary that serves ``key``'s slot now."""
+        slot = int(self.cli(self.alive()[0], "CLUSTER", "KEYSLOT", key).strip())
+        for server in self.primaries():
+            for line in self.cli(server, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and "master" in fields[2]:
+                    for span in fields[8:]:
+                        low, _, high = span.partition("-")
+                        if low.isdigit() and int(low) <= slot <= int(high or low):
+                            return server
+        raise RuntimeError(f"no primary serves slot {slot}")
+
+    def kill_primary(self, server: RedisServer) -> None:
+        """SIGKILL a primary; its replica is promoted after the node timeout."""
+        server.kill()
+
+    def command_counts(self) -> dict[int, int]:
+        """Commands each live primary has run (``INFO stats``), by port."""
+        counts = {}
+        for s in self.primaries():
+            for line in self.cli(s, "INFO", "stats").splitlines():
+                if line.startswith("total_commands_processed:"):
+                    counts[s.port] = int(line.split(":")[1])
+        return counts
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10,000) is a port too, and free."""
+    for _ in range(1000):
+        port = free_port()
+        if port + 10000 < 65536:
+            with contextlib.suppress(OSError), socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+                return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
