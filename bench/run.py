@@ -161,12 +161,15 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     logfile: Path
+    console: ConsoleTail | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def stop(self) -> None:
+        if self.console is not None:
+            self.console.stop()
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -178,8 +181,65 @@ class Server:
                 self.proc.wait(timeout=5)
 
 
+CONSOLE_TOKEN = "bench-console-token"
+
+
+class ConsoleTail:
+    """An operator with the console open on the app: signed in, reading its live log (Server-
+    Sent Events, reconnecting as a browser does) for as long as the server runs. Used by the
+    ``reverbpy+console`` server: the cost of an open console on the scenario measured."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.lines = 0  # SSE data lines received (each carries a batch of log lines or a sample)
+        self.skipped = 0  # what the console's rate bound left out, as it reported
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import http.cookiejar
+        import urllib.parse
+        import urllib.request
+
+        base = f"http://127.0.0.1:{self.port}"
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        try:
+            body = urllib.parse.urlencode({"token": CONSOLE_TOKEN}).encode()
+            opener.open(urllib.request.Request(f"{base}/console/login", body, {"Origin": base}), timeout=10).read()
+        except Exception as e:
+            self.errors.append(f"sign-in: {e!r}")
+            return
+        while not self._stop.is_set():
+            try:
+                with opener.open(f"{base}/console/stream?app={APP_ID}", timeout=5) as stream:
+                    for raw in stream:
+                        if self._stop.is_set():
+                            return
+                        if raw.startswith(b"data:"):
+                            self.lines += 1
+                            with contextlib.suppress(ValueError):
+                                self.skipped = max(self.skipped, int(json.loads(raw[5:]).get("skipped", 0)))
+            except Exception as e:
+                if not self._stop.is_set():
+                    self.errors.append(repr(e)[:200])
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def report(self) -> dict[str, Any]:
+        return {"console_lines": self.lines, "console_skipped": self.skipped, "console_errors": self.errors[:3]}
+
+
 def server_env(name: str) -> dict[str, str]:
     env = dict(os.environ)
+    if name == "reverbpy+console":
+        env = server_env("reverbpy")
+        env["REVERB_CONSOLE_TOKEN"] = CONSOLE_TOKEN
+        return env
     if name == "reverbpy":
         env.update(
             REVERB_APP_ID=APP_ID,
@@ -206,7 +266,7 @@ def server_env(name: str) -> dict[str, str]:
 
 def start_server(name: str, tag: str) -> Server:
     port = free_port()
-    if name == "reverbpy":
+    if name.startswith("reverbpy"):
         cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "reverbpy", "serve", "--host", "127.0.0.1", "--port", str(port)]
     else:
         cmd = ["bash", str(HERE / "soketi" / "start.sh"), str(port), APP_ID, APP_KEY, APP_SECRET]
@@ -235,6 +295,9 @@ def start_server(name: str, tag: str) -> Server:
         srv.stop()
         raise RuntimeError(f"{name} did not listen on {port}, see {logfile}")
     time.sleep(0.5)  # let it settle (JIT, imports)
+    if name == "reverbpy+console":
+        srv.console = ConsoleTail(port)
+        time.sleep(0.5)  # signed in, the stream open
     return srv
 
 
@@ -714,7 +777,8 @@ def machine_info() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--servers", default="reverbpy,soketi")
+    ap.add_argument("--servers", default="reverbpy,soketi",
+                    help="from reverbpy, soketi and reverbpy+console (reverbpy with its console open, its log streaming)")
     ap.add_argument("--scenarios", default="selfcheck," + ",".join(SCENARIOS))
     ap.add_argument("--repeat", type=int, default=None, help="runs per scenario and server (median); default 3, 1 with --quick")
     ap.add_argument("--quick", action="store_true", help="short runs, 1 repeat, 4,000 idle connections")
@@ -776,6 +840,8 @@ def main(argv: list[str] | None = None) -> int:
                         r = {"error": repr(e)}
                     finally:
                         srv.stop()
+                    if srv.console is not None:
+                        r.update(srv.console.report())
                     r.update(kind="result", idle_load_before_pct=idle_load, scenario=sc_name, server=srv_name, repeat=rep, wall_s=round(time.monotonic() - t0, 1))
                     results.setdefault((sc_name, srv_name), []).append(r)
                     jf.write(json.dumps(r) + "\n")
