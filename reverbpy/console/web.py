@@ -3,7 +3,7 @@
 Routes, under ``{path}/console`` (``Console.routes``):
 
 - ``GET /console``: the page, or the sign-in form; ``POST /console/login`` with the token sets a
-  session cookie (a random id kept here, HttpOnly, SameSite=Strict); ``POST /console/logout``.
+  session cookie (signed, HttpOnly, SameSite=Strict: ``Sessions``); ``POST /console/logout``.
 - ``GET /console/api/apps``, ``/api/overview?app=``, ``/api/channels?app=&prefix=``,
   ``/api/channel?app=&name=``: JSON, for a signed-in session.
 - ``GET /console/stream?app=&channel=&event=&socket_id=``: Server-Sent Events, ``lines`` (the
