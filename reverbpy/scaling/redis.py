@@ -43,6 +43,7 @@ import contextlib
 import logging
 import secrets
 import time
+import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -75,12 +76,14 @@ SUBSCRIBE_CHUNK = 1000  # topics per SUBSCRIBE command
 SUBSCRIBE_WAIT = 5.0  # a join waits at most this for its topic's subscription
 CATCH_UP_MARGIN_MS = 3000  # read streams from this long before the link was last known up
 CATCH_UP_COUNT = 100_000  # entries per stream read while catching up, at most
+INDEX_BUCKETS = 16  # keys per node index and per app's channel index (spread over shards)
 
 # Every key a script touches is in one hash slot, so the same scripts run on one Redis and on a
 # Redis Cluster: a channel's keys (presence, subscription counts, cache, stream) and its topic
-# share the hash tag ``{app:c:channel}``; an app's user keys share ``{app}``. What spans slots
-# (a node's own index of what it added, an app's index of occupied channels) is written beside
-# the scripts, not inside them.
+# share the hash tag ``{app:c:channel}``; an app's user keys share ``{app}``. The indexes that
+# span slots (a node's record of what it added, for its reaper; an app's occupied channels)
+# are extra KEYS that a script updates when they are in reach (one Redis: one atomic step per
+# join), and that the adapter writes beside the script on a Redis Cluster.
 
 # KEYS: the topic's stream; ARGV: topic, message, retention ms, PUBLISH or SPUBLISH. The stream
 # keeps what was published for ``retention`` ms (a node catching up after a blip reads it); the
@@ -94,8 +97,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return redis.call(ARGV[4], ARGV[1], ARGV[2])
 """
 
-# KEYS: presence hash, users hash; ARGV: field, user key, member json, cap.
-# Returns {first, members}; {-1} when the channel is full.
+# KEYS: presence hash, users hash[, node index]; ARGV: field, user key, member json, cap[,
+# index entry]. Returns {first, members}; {-1} when the channel is full.
 _PRESENCE_JOIN = """
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then  -- (0 is true in Lua)
   local cap = tonumber(ARGV[4])
@@ -105,40 +108,50 @@ local existed = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3])
 local n = redis.call('HGET', KEYS[2], ARGV[2])
 if existed == 1 then
   n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  if KEYS[3] then redis.call('SADD', KEYS[3], ARGV[5]) end
 end
 return {tonumber(n) == 1 and existed == 1 and 1 or 0, redis.call('HVALS', KEYS[1])}
 """
 
-# KEYS: presence hash, users hash; ARGV: field, user key. 1 when the user's last socket left.
+# KEYS: presence hash, users hash[, node index]; ARGV: field, user key[, index entry].
+# 1 when the user's last socket left.
 _PRESENCE_LEAVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if KEYS[3] then redis.call('SREM', KEYS[3], ARGV[3]) end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
 if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) return 1 end
 return 0
 """
 
-# KEYS: the channel's subscription hash (a field per node); ARGV: node, delta. Returns the
-# cluster's count; the hash exists exactly while the channel is occupied.
+# KEYS: the channel's subscription hash (a field per node)[, node index, app's channel index];
+# ARGV: node, delta[, node index entry, channel]. Returns the cluster's count; the hash exists
+# exactly while the channel is occupied.
 _SUBS_DELTA = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-end
+local mine = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if mine <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 local n = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do n = n + tonumber(v) end
+if KEYS[3] then
+  redis.call(mine > 0 and 'SADD' or 'SREM', KEYS[2], ARGV[3])
+  redis.call(n > 0 and 'SADD' or 'SREM', KEYS[3], ARGV[4])
+end
 return n
 """
 
-# KEYS: users hash (user -> nodes), user-nodes hash; ARGV: user id, node field.
-# Counts the nodes the user is on.
+# KEYS: users hash (user -> nodes), user-nodes hash[, node index]; ARGV: user id, node
+# field[, index entry]. Counts the nodes the user is on.
 _USER_IN = """
 if redis.call('HSETNX', KEYS[2], ARGV[2], 1) == 1 then
+  if KEYS[3] then redis.call('SADD', KEYS[3], ARGV[3]) end
   return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 end
 return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or 0)
 """
 
-# KEYS: users hash, user-nodes hash; ARGV: user id, node field. -1 when the node had no record.
+# KEYS: users hash, user-nodes hash[, node index]; ARGV: user id, node field[, index entry].
+# -1 when the node had no record.
 _USER_OUT = """
+if KEYS[3] then redis.call('SREM', KEYS[3], ARGV[3]) end
 if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return -1 end
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
 if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 0 end
@@ -175,7 +188,8 @@ class RedisAdapter:
         # The last sequence number applied, per topic and origin node: a topic lives on one
         # shard, so only within a topic do a node's envelopes keep their order.
         self._seen: dict[str, dict[str, int]] = {}
-        self._mine: dict[str, int] = {}  # this node's subscriptions per "app\x1fchannel"
+        # This node's subscriptions per "app\x1fchannel" (on a Redis Cluster: when its index changes)
+        self._mine: dict[str, int] = {}
         self._calls = asyncio.Semaphore(POOL_SIZE)  # commands in flight, at most
         # Interest: topic -> local count (``follow``); topic names subscribed or unsubscribed
         # as Redis confirmed; the joins waiting for a subscription; topics to reconcile.
@@ -276,9 +290,13 @@ class RedisAdapter:
             from redis.asyncio.cluster import RedisCluster
 
             # Its per-node pools raise when full instead of waiting: ``_calls`` bounds the
-            # commands in flight instead, so a burst of joins queues here.
+            # commands in flight instead (each holds at most one connection per shard), so a
+            # burst of joins queues here; the rest is room for the publisher, the heartbeat
+            # and a catch-up read.
             options.pop("health_check_interval")
-            return RedisCluster.from_url(self._url.reveal(), max_connections=POOL_SIZE, **options)
+            return RedisCluster.from_url(
+                self._url.reveal(), max_connections=2 * POOL_SIZE, **options
+            )
         from redis.asyncio import BlockingConnectionPool, Redis
 
         # A bounded pool that makes callers wait for a free connection: 2,000 sockets joining
@@ -642,21 +660,30 @@ class RedisAdapter:
         """A key of one app's state that scripts use together (one hash slot per app)."""
         return f"{self._prefix}:{what}:{{{app}}}"
 
-    def _node_key(self, node: str, what: str) -> str:
-        """What ``node`` added, so that whoever reaps it can take it away again."""
-        return self._key("node", node, what)
+    def _node_key(self, node: str, what: str, name: str) -> str:
+        """What ``node`` added, so that whoever reaps it can take it away again: in one of
+        ``INDEX_BUCKETS`` keys by ``name`` (the channel or user), so that on a Redis Cluster
+        a burst of joins spreads over the shards instead of queueing on one key's."""
+        return self._key("node", node, what, str(_bucket(name)))
+
+    def _channels_key(self, app: str, channel: str) -> str:
+        """The app's index of occupied channels, in buckets as a node's index is."""
+        return f"{self._prefix}:channels:{{{app}:{_bucket(channel)}}}"
 
     async def _indexed(
         self, index: str, entry: str, script: Any, keys: list[str], args: list[Any]
     ) -> Any:
-        """Add ``entry`` to one of this node's indexes and run ``script``, in one round trip.
+        """Run ``script`` and add ``entry`` to one of a node's indexes, in one round trip.
 
-        The index is what a reaper reads to undo a dead node's work; the index is written
-        first (on one Redis; a cluster may run the two on different shards at once), so a node
-        that dies in between leaves at worst an entry that undoes nothing."""
+        The index is what a reaper reads to undo a dead node's work. On one Redis the script
+        adds it (one atomic step); on a Redis Cluster it is in another slot, so it is written
+        beside the script, first (the two may run on two shards at once), so that a node that
+        dies in between leaves at worst an entry that undoes nothing."""
         from redis.exceptions import NoScriptError
 
         assert self._redis is not None
+        if not self._sharded:
+            return await script(keys=[*keys, index], args=[*args, entry])
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.sadd(index, entry)
@@ -664,6 +691,17 @@ class RedisAdapter:
                 return (await pipe.execute())[1]
         except NoScriptError:  # a restarted Redis: the entry is in, the script ran nowhere
             return await script(keys=keys, args=args)
+
+    async def _unindexed(
+        self, index: str, entry: str, script: Any, keys: list[str], args: list[Any]
+    ) -> Any:
+        """Run ``script`` and take ``entry`` off a node's index (``_indexed``'s undo)."""
+        assert self._redis is not None
+        if not self._sharded:
+            return await script(keys=[*keys, index], args=[*args, entry])
+        result = await script(keys=keys, args=args)
+        await self._redis.srem(index, entry)
+        return result
 
     # --- presence ---------------------------------------------------------------------------
 
@@ -682,7 +720,7 @@ class RedisAdapter:
         entry = _SEP.join((app, channel, socket_id, member.key))
         value = orjson.dumps({"user_id": member.user_id, "user_info": member.user_info})
         result: list[Any] = await self._indexed(
-            self._node_key(self.node_id, "presence"),
+            self._node_key(self.node_id, "presence", channel),
             entry,
             self._join,
             self._presence_keys(app, channel),
@@ -718,10 +756,13 @@ class RedisAdapter:
         entry = _SEP.join((app, channel, socket_id, member.key))
         try:
             async with self._calls:
-                last = await self._leave(
-                    keys=self._presence_keys(app, channel), args=[field, member.key]
+                last = await self._unindexed(
+                    self._node_key(self.node_id, "presence", channel),
+                    entry,
+                    self._leave,
+                    self._presence_keys(app, channel),
+                    [field, member.key],
                 )
-                await self._redis.srem(self._node_key(self.node_id, "presence"), entry)
         except Exception as exc:
             self._lost(exc)
             return None
@@ -744,12 +785,16 @@ class RedisAdapter:
 
     async def _subs_delta(self, app: str, channel: str, delta: int, node: str = "") -> int:
         """Change ``node``'s subscriptions to ``channel`` (this node's by default) and return
-        the cluster's count. The per-channel hash holds a field per node; the node's index and
-        the app's index of occupied channels change only when a count starts or ends."""
+        the cluster's count. The per-channel hash holds a field per node. The node's index and
+        the app's index of occupied channels: in the script on one Redis; on a Redis Cluster,
+        written beside it, only when a count starts or ends."""
         assert self._redis is not None
         r, node = self._redis, node or self.node_id
         entry = f"{app}{_SEP}{channel}"
         keys, args = [self._channel_key("subs", app, channel)], [node, delta]
+        if not self._sharded:
+            indexes = [self._node_key(node, "subs", channel), self._channels_key(app, channel)]
+            return int(await self._subs(keys=[*keys, *indexes], args=[*args, entry, channel]))
         mine = self._mine.get(entry, 0) if node == self.node_id else 0
         if node == self.node_id:
             self._mine[entry] = mine + delta
@@ -757,14 +802,16 @@ class RedisAdapter:
                 del self._mine[entry]
         if node == self.node_id and mine <= 0 < delta:  # this node's first
             n = int(
-                await self._indexed(self._node_key(node, "subs"), entry, self._subs, keys, args)
+                await self._indexed(
+                    self._node_key(node, "subs", channel), entry, self._subs, keys, args
+                )
             )
         else:
             n = int(await self._subs(keys=keys, args=args))
         if node == self.node_id and entry not in self._mine:
-            await r.srem(self._node_key(node, "subs"), entry)
+            await r.srem(self._node_key(node, "subs", channel), entry)
         if delta > 0 and n == delta:  # the cluster's first subscriber
-            await r.sadd(self._app_key("channels", app), channel)
+            await r.sadd(self._channels_key(app, channel), channel)
         elif n == 0:
             await self._vacated(app, channel)
         return n
@@ -773,7 +820,7 @@ class RedisAdapter:
         """Off the app's index of occupied channels, unless a join on another node came in
         between (the subscription hash exists again): then it goes back on."""
         assert self._redis is not None
-        index = self._app_key("channels", app)
+        index = self._channels_key(app, channel)
         await self._redis.srem(index, channel)
         if await self._redis.exists(self._channel_key("subs", app, channel)):
             await self._redis.sadd(index, channel)
@@ -794,7 +841,10 @@ class RedisAdapter:
         app, counts = state.app.id, {}
         try:
             async with self._calls:
-                names = sorted(await self._redis.smembers(self._app_key("channels", app)))
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for bucket in range(INDEX_BUCKETS):
+                        pipe.smembers(f"{self._prefix}:channels:{{{app}:{bucket}}}")
+                    names = sorted(set().union(*await pipe.execute()))
                 for chunk in _chunks(names, 500):
                     async with self._redis.pipeline(transaction=False) as pipe:
                         for name in chunk:
@@ -840,7 +890,7 @@ class RedisAdapter:
     async def _signed_in(self, app: str, user_id: str) -> int:
         """Record that this node has ``user_id``; the number of nodes that have them."""
         n = await self._indexed(
-            self._node_key(self.node_id, "users"),
+            self._node_key(self.node_id, "users", user_id),
             f"{app}{_SEP}{user_id}",
             self._user_in,
             self._user_keys(app),
@@ -851,10 +901,13 @@ class RedisAdapter:
     async def _signed_out(self, app: str, user_id: str, node: str) -> int:
         """The number of nodes that still have ``user_id``; -1 if ``node`` had no record."""
         assert self._redis is not None
-        n = await self._user_out(
-            keys=self._user_keys(app), args=[user_id, f"{node}{_SEP}{user_id}"]
+        n = await self._unindexed(
+            self._node_key(node, "users", user_id),
+            f"{app}{_SEP}{user_id}",
+            self._user_out,
+            self._user_keys(app),
+            [user_id, f"{node}{_SEP}{user_id}"],
         )
-        await self._redis.srem(self._node_key(node, "users"), f"{app}{_SEP}{user_id}")
         return int(n)
 
     async def user_signed_in(self, state: AppState, user_id: str) -> bool | None:
@@ -963,35 +1016,46 @@ class RedisAdapter:
         tell the cluster who left."""
         assert self._redis is not None
         r, hub = self._redis, self._hub if announce else None
-        presence_index = self._node_key(node, "presence")
-        for raw in await r.smembers(presence_index):
-            app, channel, socket_id, user_key = str(raw).split(_SEP, 3)
-            field = f"{node}{_SEP}{socket_id}"
-            keys = self._presence_keys(app, channel)
-            value = await r.hget(keys[0], field)
-            if await self._leave(keys=keys, args=[field, user_key]) and hub is not None:
-                hub.member_gone(app, channel, orjson.loads(value)["user_id"] if value else user_key)
-        users_index = self._node_key(node, "users")
-        for raw in await r.smembers(users_index):
-            app, user_id = str(raw).split(_SEP, 1)
-            if await self._signed_out(app, user_id, node) == 0 and hub is not None:
-                hub.user_gone(app, user_id)
-        subs_index = self._node_key(node, "subs")
-        for raw in await r.smembers(subs_index):
-            app, channel = str(raw).split(_SEP, 1)
-            count = await r.hget(self._channel_key("subs", app, channel), node)
-            if count is not None and int(count) > 0:
-                left = await self._subs_delta(app, channel, -int(count), node=node)
-                if left == 0 and hub is not None:
-                    hub.channel_gone(app, channel)
+        indexes = {
+            what: [self._key("node", node, what, str(b)) for b in range(INDEX_BUCKETS)]
+            for what in ("presence", "users", "subs")
+        }
+        for presence_index in indexes["presence"]:
+            for raw in await r.smembers(presence_index):
+                app, channel, socket_id, user_key = str(raw).split(_SEP, 3)
+                field = f"{node}{_SEP}{socket_id}"
+                keys = self._presence_keys(app, channel)
+                value = await r.hget(keys[0], field)
+                args = [field, user_key]
+                if await self._unindexed(presence_index, raw, self._leave, keys, args) and hub:
+                    user_id = orjson.loads(value)["user_id"] if value else user_key
+                    hub.member_gone(app, channel, user_id)
+        for users_index in indexes["users"]:
+            for raw in await r.smembers(users_index):
+                app, user_id = str(raw).split(_SEP, 1)
+                if await self._signed_out(app, user_id, node) == 0 and hub is not None:
+                    hub.user_gone(app, user_id)
+        for subs_index in indexes["subs"]:
+            for raw in await r.smembers(subs_index):
+                app, channel = str(raw).split(_SEP, 1)
+                count = await r.hget(self._channel_key("subs", app, channel), node)
+                if count is not None and int(count) > 0:
+                    left = await self._subs_delta(app, channel, -int(count), node=node)
+                    if left == 0 and hub is not None:
+                        hub.channel_gone(app, channel)
         async with r.pipeline(transaction=False) as pipe:
-            pipe.delete(presence_index)
-            pipe.delete(subs_index)
-            pipe.delete(users_index)
+            for keys in indexes.values():
+                for key in keys:
+                    pipe.delete(key)  # one by one: on a Redis Cluster they are in many slots
             for app in self._apps:
                 pipe.hdel(self._key("conns", app), node)
             pipe.zrem(self._key("nodes"), node)
             await pipe.execute()
+
+
+def _bucket(name: str) -> int:
+    """Which of ``INDEX_BUCKETS`` index keys ``name`` goes in (stable across processes)."""
+    return zlib.crc32(name.encode()) % INDEX_BUCKETS
 
 
 def _ms(now: Any) -> int:

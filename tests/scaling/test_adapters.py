@@ -197,6 +197,24 @@ async def test_subscription_and_channel_counts_are_cluster_wide(nodes: tuple[Nod
     assert await b.channel_counts(sb) == {}
 
 
+async def test_counts_over_many_channels_and_a_reaped_node_leaves_nothing(nodes: tuple[Node, Node]) -> None:
+    """The app's index of occupied channels and a node's own indexes are kept in buckets (on
+    a Redis Cluster: on every shard); reaping a node finds all it added, in every bucket."""
+    (a, _, sa), (b, _, sb) = nodes
+    names = [f"ch-{i}" for i in range(60)]
+    for name in names:
+        assert await a.subscriptions_changed(sa, name, +1) == 1
+    assert await b.subscriptions_changed(sb, "ch-0", +1) == 2
+    assert await b.channel_counts(sb) == {name: 2 if name == "ch-0" else 1 for name in names}
+    assert await b.channel_count(sb, "ch-7") == 1
+    assert await a.presence_join(sa, "presence-x", "a.1", Member("ann")) is not None
+    assert await a.user_signed_in(sa, "ann") is True
+    await b._forget_node(a.node_id, announce=True)  # as a survivor reaps a dead node
+    assert await b.channel_counts(sb) == {"ch-0": 1}
+    assert await b.presence_members(sb, "presence-x") == []
+    assert await b.users_online(sb, ("ann",)) == []
+
+
 async def test_signed_in_users_are_cluster_wide(nodes: tuple[Node, Node]) -> None:
     (a, _, sa), (b, _, sb) = nodes
     assert await a.user_signed_in(sa, "42") is True
