@@ -22,6 +22,20 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Debian's Chromium, driven by Playwright in the browser tests (booking demo, console).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -41,9 +41,8 @@ from tests.booking.conftest import (
     stop_group,
     wait_for,
 )
-from tests.conftest import ROOT, free_port, start_server
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_server
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -54,16 +53,6 @@ pytestmark = [
     ),
 ]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 STATUS = '[data-testid="connection-status"]'
 

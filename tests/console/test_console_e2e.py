@@ -8,17 +8,17 @@ The run saves ``docs/console.png`` (the README's screenshot)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from reverbpy.console.web import vendor_missing
-from tests.conftest import ROOT, ServerProcess, start_server
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, ServerProcess
+from tests.console.conftest import SECRET, TOKEN
 from tests.functional.jsclient import AuthEndpoint, JSClients, in_thread, sdk, user
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.node,
@@ -29,30 +29,7 @@ pytestmark = [
         bool(vendor_missing()), reason="run `make reverbpy/console/static/vendor/.installed`"
     ),
 ]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = ROOT / "docs" / "console.png"
-TOKEN = "e2e-console-token"
-SECRET = "e2e-console-secret"
-
-
-@pytest.fixture
-def console_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_server(
-        tmp_path,
-        secret=SECRET,
-        extra_env={"REVERB_CONSOLE_TOKEN": TOKEN, "REVERB_CONSOLE_SAMPLE_INTERVAL": "1"},
-    )
-    yield server
-    server.stop()
 
 
 @pytest.fixture

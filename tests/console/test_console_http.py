@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +16,9 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ServerProcess, free_port, start_server
+from tests.console.conftest import SECRET, TOKEN
 from tests.functional.jsclient import in_thread, sdk
 from tests.functional.test_sdk_http_api import Sockets
-
-TOKEN = "t0ken-for-the-console-tests"
-SECRET = "s3cret-of-the-console-app"
-
-
-@pytest.fixture
-def console_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_server(
-        tmp_path,
-        secret=SECRET,
-        extra_env={"REVERB_CONSOLE_TOKEN": TOKEN, "REVERB_CONSOLE_SAMPLE_INTERVAL": "0.5"},
-    )
-    yield server
-    server.stop()
 
 
 class Browser:

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import ServerProcess, start_server
-from tests.console.test_console_http import TOKEN, Browser
+from tests.console.conftest import TOKEN
+from tests.console.test_console_http import Browser
 from tests.functional.test_sdk_http_api import Sockets
 
 pytestmark = pytest.mark.redis
