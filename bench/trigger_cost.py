@@ -29,7 +29,7 @@ import argparse
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import uvloop
@@ -121,7 +121,7 @@ SHAPES: dict[str, Callable[[int, int], bytes]] = {
 def triggers() -> Triggers:
     config = ServerConfig(apps=(AppConfig(id=APP_ID, key=KEY, secret=Secret(SECRET)),))
     node: Any = create_app(config)[NODE]
-    return node.triggers
+    return cast(Triggers, node.triggers)
 
 
 def run(shape: str, n: int) -> tuple[float, int]:

@@ -36,7 +36,6 @@ import orjson
 from reverbpy.config import AppConfig
 from reverbpy.protocol.auth import (
     ApiVerifier,
-    Query,
     RequestAuthError,
     check_body_md5,
     parse_query,
@@ -181,30 +180,26 @@ class AppRules:
         self.publish = publish
         self._verifier = ApiVerifier(app.key, app.secret.reveal())
 
-    def authenticate(self, method: str, paths: Sequence[str], query: str, now: float) -> Query:
+    def authenticate(
+        self, method: str, paths: Sequence[str], query: str, now: float
+    ) -> Mapping[str, str]:
         """401 unless method, path and query are signed with the app's secret, recently.
 
-        Returns the decoded query. The body is not looked at yet: ``check_body`` does, once the
-        transport has it.
+        Returns the decoded parameters by lowercased name (a repeated one: its last value).
+        The body is not looked at yet: ``check_body`` does, once the transport has it.
         """
-        pairs = parse_query(query)
         try:
-            self._verifier.verify(method, paths, pairs, b"", now=now)
+            return self._verifier.verify(method, paths, parse_query(query), b"", now=now)
         except RequestAuthError as exc:
             raise ApiError(401, str(exc)) from None
-        return pairs
 
-    def check_body(self, query: Query, body: bytes) -> None:
-        """401 unless a non-empty body is the one the (signed) ``body_md5`` names."""
+    def check_body(self, query: Mapping[str, str], body: bytes) -> None:
+        """401 unless a non-empty body is the one the (signed) ``body_md5`` names
+        (``query``: what ``authenticate`` returned)."""
         if not body:
             return
-        given = None
-        for name, value in reversed(query):  # a repeated name: the last one counts
-            if name == "body_md5" or name.lower() == "body_md5":
-                given = value
-                break
         try:
-            check_body_md5(given, body)
+            check_body_md5(query.get("body_md5"), body)
         except RequestAuthError as exc:
             raise ApiError(401, str(exc)) from None
 

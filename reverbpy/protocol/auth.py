@@ -149,11 +149,12 @@ class ApiVerifier:
 
     def verify(
         self, method: str, paths: Sequence[str], query: Query, body: bytes, *, now: float
-    ) -> None:
+    ) -> dict[str, str]:
         """Raise ``RequestAuthError`` unless the request carries a valid, fresh signature.
 
         ``paths`` are the paths the signature may cover, tried in order: several when a
-        server path prefix may or may not have been signed.
+        server path prefix may or may not have been signed. Returns the parameters by
+        lowercased name (a repeated one: its last value), for the checks that follow.
         """
         q: dict[str, str] = {}  # a repeated name: the last one counts, as in a MultiDict
         signed: list[tuple[str, str]] = []
@@ -178,14 +179,16 @@ class ApiVerifier:
                 f"Timestamp expired: Given timestamp ({timestamp}) not within "
                 f"{int(self.max_age)}s of server time ({int(now)})"
             )
-        check_body_md5(q.get("body_md5"), body)
+        if body:
+            check_body_md5(q.get("body_md5"), body)
         signature = q["auth_signature"].encode()
-        params = _joined(signed)
+        params = "&".join(map("=".join, sorted(signed)))  # ``_joined``, without a call
         method = method.upper()
         for path in paths:
-            expected = self.sign(f"{method}\n{path}\n{params}")
-            if hmac.compare_digest(signature, expected.encode()):
-                return
+            mac = self._hmac.copy()  # ``sign``, without a call
+            mac.update(f"{method}\n{path}\n{params}".encode())
+            if hmac.compare_digest(signature, mac.hexdigest().encode()):
+                return q
         raise RequestAuthError(
             "Invalid signature: you should have sent HmacSHA256Hex(secret, METHOD\\nPATH\\nQUERY)"
         )
