@@ -48,6 +48,8 @@ _SINGLETONS: Final = frozenset(
 _HEAD_BYTES: Final = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 _TOKEN: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VERSION: Final = b" HTTP/1.1"
+# Bytes are searched with ``find``, not ``in``: ``b"x" in data`` first tries ``b"x"`` as an
+# integer, and raising and clearing that TypeError costs more than the search.
 _APP_KEY: Final = re.compile(rb"[A-Za-z0-9_.~-]+")  # other keys are aiohttp's to match
 
 
@@ -84,8 +86,8 @@ def _plain(head: bytes, start: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]
         not line.startswith(start)
         or not line.endswith(_VERSION)
         or not target
-        or b" " in target
-        or b"\t" in target
+        or target.find(b" ") >= 0
+        or target.find(b"\t") >= 0
     ):
         return None
     headers = []
@@ -109,7 +111,7 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
     ``None`` while it is incomplete."""
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end < 0:
-        if len(buffer) >= MAX_HEAD or b"\n\n" in buffer:
+        if len(buffer) >= MAX_HEAD or buffer.find(b"\n\n") >= 0:
             return NOT_OURS
         return None
     plain = _plain(buffer[:end], b"POST ")
@@ -117,7 +119,7 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
         return NOT_OURS
     target, headers = plain
     path, _, query = target.partition(b"?")
-    if path not in paths or not query.isascii() or b"#" in query:
+    if path not in paths or not query.isascii() or query.find(b"#") >= 0:
         return NOT_OURS
     content_length = -1
     keep_alive = True
@@ -133,7 +135,7 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
                 return NOT_OURS
             content_length = int(value)
         elif name == b"connection":  # a list header: "close" in any of them closes
-            keep_alive = keep_alive and b"close" not in value.lower()
+            keep_alive = keep_alive and value.lower().find(b"close") < 0
         elif name in _REFUSED_HEADERS:
             return NOT_OURS
     # HTTP/1.1 requires one Host (RFC 9112 3.2): without it, aiohttp decides.
@@ -172,7 +174,7 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
     if end < 0:
         return NOT_OURS
     plain = _plain(buffer[:end], b"GET ")
-    if plain is None or b"%" in plain[0]:
+    if plain is None or plain[0].find(b"%") >= 0:
         return NOT_OURS
     target, headers = plain
     path, _, query = target.partition(b"?")
@@ -180,7 +182,7 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
     key = path[len(start) :]
     if not path.startswith(start) or not _APP_KEY.fullmatch(key) or key in (b".", b".."):
         return NOT_OURS
-    if b"#" in query or b"+" in query:  # aiohttp would cut or decode them
+    if query.find(b"#") >= 0 or query.find(b"+") >= 0:  # aiohttp would cut or decode them
         return NOT_OURS
     seen: dict[bytes, bytes] = {}
     for name, value in headers:
@@ -194,7 +196,7 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
         b"host" not in seen
         or b"content-length" in seen
         or seen.get(b"upgrade", b"").lower() != b"websocket"
-        or b"upgrade" not in seen.get(b"connection", b"").lower()
+        or seen.get(b"connection", b"").lower().find(b"upgrade") < 0
         or seen.get(b"sec-websocket-version") != b"13"
     ):
         return NOT_OURS
