@@ -50,7 +50,14 @@ from reverbpy.protocol.api import (
     handle_trigger,
     signed_paths,
 )
-from reverbpy.protocol.http1 import HEAD_LIMIT, Head, Upgrade, head_end, read_head, read_upgrade
+from reverbpy.protocol.http1 import (
+    HEAD_LIMIT,
+    Head,
+    Upgrade,
+    head_complete,
+    read_head,
+    read_upgrade,
+)
 from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.http_api")
@@ -304,7 +311,7 @@ class FrontDoor(asyncio.Protocol):
         while self._buffer and not self._blocked and not self._transport.is_closing():
             buffer = self._buffer
             if self in triggers.pending:
-                if head_end(buffer, self._scanned) < 0:
+                if not head_complete(buffer, self._scanned):
                     self._scanned = len(buffer)
                     if len(buffer) > HEAD_LIMIT:
                         WIRE.refuse("head_too_large")

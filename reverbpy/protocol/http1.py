@@ -48,6 +48,16 @@ _SINGLETONS: Final = frozenset(
 _HEAD_BYTES: Final = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 _TOKEN: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VERSION: Final = b" HTTP/1.1"
+# Header names the SDKs and proxies send, all tokens: one set look-up instead of checking each
+# byte (``lower`` changes no byte of a token into a byte that is not one, or back).
+_KNOWN_NAMES: Final = frozenset(
+    {b"host", b"content-type", b"content-length", b"user-agent", b"accept", b"accept-encoding",
+     b"connection", b"x-pusher-library", b"authorization", b"x-forwarded-for",
+     b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded", b"via",
+     b"cache-control", b"pragma", b"origin", b"cookie", b"upgrade", b"sec-websocket-key",
+     b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol",
+     b"accept-language", b"transfer-encoding", b"expect", b"content-encoding"}
+)  # fmt: skip
 # Bytes are searched with ``find``, not ``in``: ``b"x" in data`` first tries ``b"x"`` as an
 # integer, and raising and clearing that TypeError costs more than the search.
 _APP_KEY: Final = re.compile(rb"[A-Za-z0-9_.~-]+")  # other keys are aiohttp's to match
@@ -93,9 +103,12 @@ def _plain(head: bytes, start: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]
     headers = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name.translate(None, _TOKEN):
+        lowered = name.lower()
+        if not colon or (
+            lowered not in _KNOWN_NAMES and (not name or name.translate(None, _TOKEN))
+        ):
             return None
-        headers.append((name.lower(), value))
+        headers.append((lowered, value))
     return target, headers
 
 
@@ -104,6 +117,12 @@ def head_end(buffer: bytes, scanned: int = 0) -> int:
     is incomplete. ``scanned``: bytes already searched, so a trickled head costs linear time."""
     found = _HEAD_END.search(buffer, max(0, scanned - 3))
     return -1 if found is None else found.end()
+
+
+def head_complete(buffer: bytes, scanned: int = 0) -> bool:
+    """``head_end(buffer, scanned) >= 0``, for the usual head (CRLF lines) in one ``find``."""
+    start = max(0, scanned - 3)
+    return buffer.find(b"\r\n\r\n", start) >= 0 or _HEAD_END.search(buffer, start) is not None
 
 
 def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:

@@ -9,12 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reverbpy.protocol import http1
 from reverbpy.protocol.http1 import (
     MAX_HEAD,
     NOT_OURS,
     Head,
     Upgrade,
     _plain,
+    head_complete,
     head_end,
     read_head,
     read_upgrade,
@@ -112,6 +114,7 @@ def test_a_head_ends_where_any_blank_line_first_ends() -> None:
             for scanned in range(size + 1):  # the bytes before ``scanned`` held no end
                 if blank_line.search(buffer[:scanned]) is None:
                     assert head_end(buffer, scanned) == expected, (buffer, scanned)
+                    assert head_complete(buffer, scanned) is (expected >= 0), (buffer, scanned)
 
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -175,7 +178,7 @@ _PLAIN_REGEX = re.compile(
 _LINES = (b"POST /apps/1/events?a=b HTTP/1.1", b"GET /app/k HTTP/1.1", b"POST  /x HTTP/1.1",
           b"POST /x HTTP/1.1 ", b"POST\t/x HTTP/1.1", b"POST /x\tHTTP/1.1", b"POST HTTP/1.1",
           b"post /x HTTP/1.1", b"POST /x HTTP/1.0", b"POST /\xe9 HTTP/1.1", b"PUT /x HTTP/1.1")
-_PIECES = (b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"Host", b"X-A", b":", b": x", b" ", b"\t",
+_PIECES = (b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"Host", b"HOST", b"Content-Type", b"X-A", b":", b": x", b" ", b"\t",
            b"\x00", b"\x1f", b"\x7f", b"\xe9", b"(", b"@", b"~!", b"Content-Length: 5", b"a", b"")
 
 
@@ -191,3 +194,8 @@ def test_a_plain_head_is_what_one_regex_over_it_would_take(
         lines = (h.partition(b":") for h in shape[3].split(b"\r\n")[1:])
         expected = shape[2], [(name.lower(), value) for name, _, value in lines]
     assert _plain(head, method + b" ") == expected
+
+
+def test_the_header_names_taken_without_a_check_are_lowercase_tokens() -> None:
+    token = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")
+    assert all(token.fullmatch(name) for name in http1._KNOWN_NAMES)
