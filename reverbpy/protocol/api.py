@@ -38,7 +38,6 @@ from reverbpy.protocol.auth import (
     ApiVerifier,
     RequestAuthError,
     check_body_md5,
-    parse_query,
 )
 from reverbpy.protocol.channels import channel_kind, channel_name_error, is_encrypted, is_presence
 from reverbpy.protocol.ratelimit import PerSecond
@@ -189,7 +188,7 @@ class AppRules:
         The body is not looked at yet: ``check_body`` does, once the transport has it.
         """
         try:
-            return self._verifier.verify(method, paths, parse_query(query), b"", now=now)
+            return self._verifier.verify_query(method, paths, query, now=now)
         except RequestAuthError as exc:
             raise ApiError(401, str(exc)) from None
 

@@ -45,7 +45,7 @@ _SINGLETONS: Final = frozenset(
 # between the request line's parts. Control bytes, NUL, bare CR or LF, obs-fold and obs-text
 # go to llhttp. Checked with ``bytes.translate`` (a table lookup a byte) rather than one regex
 # over the head, whose character classes cost more than the rest of reading it.
-_HEAD_BYTES: Final = bytes(range(0x20, 0x7F)) + b"\t\r\n"
+_LINE_BYTES: Final = bytes(range(0x20, 0x7F)) + b"\t"
 _TOKEN: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VERSION: Final = b" HTTP/1.1"
 # Header names the SDKs and proxies send, all tokens: one set look-up instead of checking each
@@ -84,11 +84,10 @@ def _plain(head: bytes, start: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]
     HTTP/1.1`` (``start``: the method and a space), then ``name:value`` lines with a token
     for a name and printable ASCII or tabs for a value; else None (aiohttp's to judge). Each
     header is ``(name in lower case, value)``, in order, repeats kept."""
-    if head.translate(None, _HEAD_BYTES):  # a byte outside printable ASCII, HTAB, CR and LF
-        return None
     lines = head.split(b"\r\n")
-    breaks = len(lines) - 1
-    if head.count(b"\r") != breaks or head.count(b"\n") != breaks:  # a bare CR or LF
+    # Left when printable ASCII and HTAB are taken out: the CR and LF of each line break, and
+    # any other byte. Exactly two a break, then, is no other byte and no bare CR or LF.
+    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):
         return None
     line = lines[0]
     target = line[len(start) : -len(_VERSION)]
