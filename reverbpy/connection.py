@@ -221,13 +221,15 @@ class Connection(Peer, asyncio.Protocol):
         pending = self._pending
         if not pending:
             return 0
-        self._pending = []
         transport = self._transport
         if transport.is_closing():
+            pending.clear()
             return 0
         if WIRE.debug:
             WIRE.sent(self, pending)
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()  # the same list, emptied before the write: a frame queued from inside
+        transport.write(data)  # it (``pause_writing``) is marked and flushed on the next turn
         return transport.get_write_buffer_size()
 
     def touch(self, now: float) -> None:

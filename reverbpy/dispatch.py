@@ -116,8 +116,11 @@ class Outbox:
         """``conn`` has queued frames; flush it at the end of this loop iteration."""
         self._dirty.append(conn)
         if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.schedule()
+
+    def schedule(self) -> None:
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
@@ -135,21 +138,40 @@ def broadcast(
 ) -> int:
     """Send one encoded event to many sockets; returns how many got it.
 
-    The per-subscriber work is a list append (``Peer.queue`` inlined): the frame is
-    built once, metrics are counted once, and the write happens in ``Outbox.flush``.
+    The per-subscriber work is a list append (``Peer.queue`` and ``Outbox.mark`` inlined):
+    the frame is built once, metrics are counted once, and the write happens in
+    ``Outbox.flush``. Without a socket to leave out (an API trigger's usual case), the loop
+    compares no socket id.
     """
     frame = text_frame(payload)
     sent = 0
     last: Peer | None = None
-    for conn in subscribers:
-        if conn.closed or conn.socket_id == except_socket_id:
-            continue
-        pending = conn._pending
-        if not pending:
-            conn._outbox.mark(conn)
-        pending.append(frame)
-        sent += 1
-        last = conn
+    if except_socket_id is None:
+        for conn in subscribers:
+            if conn.closed:
+                continue
+            pending = conn._pending
+            if not pending:
+                outbox = conn._outbox
+                outbox._dirty.append(conn)
+                if not outbox._scheduled:
+                    outbox.schedule()
+            pending.append(frame)
+            sent += 1
+            last = conn
+    else:
+        for conn in subscribers:
+            if conn.closed or conn.socket_id == except_socket_id:
+                continue
+            pending = conn._pending
+            if not pending:
+                outbox = conn._outbox
+                outbox._dirty.append(conn)
+                if not outbox._scheduled:
+                    outbox.schedule()
+            pending.append(frame)
+            sent += 1
+            last = conn
     if last is not None:
         WIRE.count_out(last.app_id, sent, sent * len(payload))
     WIRE.broadcast(sent)

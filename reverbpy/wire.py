@@ -34,6 +34,9 @@ log = logging.getLogger("reverbpy.frames")
 
 FANOUT_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# The ``status`` label of each HTTP status, made once: ``str(200)`` per request is a new string,
+# hashed again for the counter's key.
+_STATUS_LABELS = {status: str(status) for status in range(100, 600)}
 CLIENT_RATE_LIMITED = messages.error(
     ErrorCode.RATE_LIMITED, "Client event rejected due to rate limit"
 )
@@ -144,7 +147,7 @@ class Wire:
     # --- HTTP API -------------------------------------------------------------------------
 
     def http(self, endpoint: str, app_id: str, status: int, seconds: float) -> None:
-        self.http_requests[endpoint, app_id, str(status)] += 1
+        self.http_requests[endpoint, app_id, _STATUS_LABELS.get(status) or str(status)] += 1
         self.http_latency[endpoint].observe(seconds)
         if status == 429:
             self.rate_limited[app_id, "http_api"] += 1

@@ -242,3 +242,82 @@ def test_a_plain_upgrade_is_accepted_at_the_door_and_others_go_to_aiohttp() -> N
     triggers.stopping = True
     knock(head)  # draining: aiohttp's middleware answers 503
     assert len(accepted) == 1 and len(handed) == 2
+
+
+WIRE_CASES: dict[str, tuple[bytes, bool]] = {
+    # name: (request, whether the answer is the door's last)
+    "ok": (b"", False),
+    "ok, Connection: close": (b"connection: close", True),
+    "bad signature": (b"signature", False),
+    "body_md5": (b"md5", False),
+    "expired": (b"expired", False),
+    "not JSON": (b"json", False),
+    "no name": (b"name", False),
+    "data too large": (b"large", False),
+    "over the rate": (b"rate", False),
+}
+
+
+def _wire_request(case: bytes, now: int) -> bytes:
+    body = {
+        b"json": b"{nope", b"name": b'{"channel":"c","data":"d"}',
+        b"large": b'{"name":"e","channel":"c","data":"' + b"x" * 11 + b'"}',
+    }.get(case, b'{"name":"e","channel":"c","data":"d"}')  # fmt: skip
+    md5 = hashlib.md5(b"other" if case == b"md5" else body).hexdigest()
+    stamp = str(now - 601 if case == b"expired" else now)
+    params = {"auth_key": "k", "auth_timestamp": stamp, "auth_version": "1.0", "body_md5": md5}
+    signature = sign_request("POST", "/apps/1/events", params, "x" if case == b"signature" else "s")
+    query = "&".join(f"{k}={v}" for k, v in params.items()) + "&auth_signature=" + signature
+    extra = b"Connection: close\r\n" if case == b"connection: close" else b""
+    return (
+        f"POST /apps/1/events?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n".encode()
+        + extra + b"\r\n" + body
+    )  # fmt: skip
+
+
+def test_the_answers_bytes_for_success_and_each_refusal(monkeypatch: Any) -> None:
+    """Byte for byte, at a fixed clock: what the fast path's shortcuts (the prebuilt ``{}``, the
+    one clock read per request) must leave as they were."""
+    now = 1_765_000_000
+    monkeypatch.setattr(time, "time", lambda: now + 0.25)
+
+    def door_of(rate: int | None) -> tuple[FrontDoor, Transport]:
+        app = AppConfig(id="1", key="k", secret=Secret("s"), max_event_payload=10,
+                        backend_event_rate=rate)  # fmt: skip
+        d, _, transport = open_door(create_app(ServerConfig(apps=(app,)))[NODE].triggers)
+        return d, transport
+
+    date = b"Date: Sat, 06 Dec 2025 05:46:40 GMT\r\nServer: reverbpy\r\n"
+
+    def expected(status: bytes, body: bytes, close: bool = False) -> bytes:
+        return (
+            b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n" + date
+            + (b"Connection: close\r\n" if close else b"") + b"\r\n" + body
+        )  # fmt: skip
+
+    got = {}
+    for name, (case, last) in WIRE_CASES.items():
+        d, transport = door_of(1 if name == "over the rate" else None)
+        if name == "over the rate":
+            d.data_received(_wire_request(b"", now))
+            transport.writes.clear()
+        d.data_received(_wire_request(case, now))
+        assert transport.closed is last, name
+        got[name] = transport.writes
+    d, transport = door_of(None)
+    d.data_received(b"POST /apps/1/events HTTP/1.1\r\nX: " + b"x" * HEAD_LIMIT)
+    got["head too large"] = transport.writes
+    sig = b'{"error":"Invalid signature: you should have sent HmacSHA256Hex(secret, METHOD\\\\nPATH\\\\nQUERY)"}'
+    assert got == {
+        "ok": [expected(b"200 OK", b"{}")],
+        "ok, Connection: close": [expected(b"200 OK", b"{}", close=True)],
+        "bad signature": [expected(b"401 Unauthorized", sig)],
+        "body_md5": [expected(b"401 Unauthorized", b'{"error":"body_md5 does not match the request body"}')],
+        "expired": [expected(b"401 Unauthorized", b'{"error":"Timestamp expired: Given timestamp (1764999399) not within 600s of server time (1765000000)"}')],
+        "not JSON": [expected(b"400 Bad Request", b'{"error":"Request body is not valid JSON"}')],
+        "no name": [expected(b"400 Bad Request", b'{"error":"\'name\' must be a string"}')],
+        "data too large": [expected(b"413 Payload Too Large", b'{"error":"Event data larger than 10 bytes"}')],
+        "over the rate": [expected(b"429 Too Many Requests", b'{"error":"Over the limit of 1 events per second"}')],
+        "head too large": [expected(b"431 Request Header Fields Too Large", b'{"error":"Request head too large"}', close=True)],
+    }  # fmt: skip

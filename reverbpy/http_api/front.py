@@ -50,7 +50,14 @@ from reverbpy.protocol.api import (
     handle_trigger,
     signed_paths,
 )
-from reverbpy.protocol.http1 import HEAD_LIMIT, Head, Upgrade, head_end, read_head, read_upgrade
+from reverbpy.protocol.http1 import (
+    HEAD_LIMIT,
+    Head,
+    Upgrade,
+    head_complete,
+    read_head,
+    read_upgrade,
+)
 from reverbpy.wire import WIRE
 
 log = logging.getLogger("reverbpy.http_api")
@@ -129,25 +136,28 @@ class Triggers:
         }
         self.paths = frozenset(p.encode() for p in self._routes)
 
-    def handle(self, head: Head, body: bytes) -> Answer | Coroutine[Any, Any, Answer]:
+    def handle(
+        self, head: Head, body: bytes, now: float, tick: float
+    ) -> Answer | Coroutine[Any, Any, Answer]:
+        """Answer a whole request that arrived at ``tick`` (``time.monotonic``); ``now`` is
+        the wall clock."""
         route, app_id, paths = self._routes[head.path]
         api = self.api
-        start = time.perf_counter()
         try:
             app = api.lookup(app_id)  # 404 if a reload removed it since ``refresh``
             result = handle_trigger(
                 app, batch=route is BATCH_EVENTS, paths=paths, query=head.query, body=body,
-                now=time.time(), tick=time.monotonic(),
+                now=now, tick=tick,
             )  # fmt: skip
         except ApiError as exc:
-            api.record(route, UNKNOWN, exc.status, start)
+            api.record(route, UNKNOWN, exc.status, tick)
             return exc.answer()
         except Exception:
             log.exception("error handling %s", route.pattern)
             result = INTERNAL_ERROR
         if isinstance(result, list):
-            return self._with_info(app, route, result, start)
-        api.record(route, app_id, result[0], start)
+            return self._with_info(app, route, result, tick)
+        api.record(route, app_id, result[0], tick)
         return result
 
     async def _with_info(
@@ -161,12 +171,13 @@ class Triggers:
             self.api.record(route, app.app.id, status, start)
         return status, body
 
-    def response(self, answer: Answer, keep_alive: bool) -> bytes:
-        """The bytes of an answer; the plain ``{}`` of a kept-alive trigger is made once a second."""
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._date = formatdate(now, usegmt=True).encode()
+    def response(self, answer: Answer, keep_alive: bool, now: float) -> bytes:
+        """The bytes of an answer at ``now`` (``time.time``); the plain ``{}`` of a kept-alive
+        trigger is made once a second."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._date = formatdate(second, usegmt=True).encode()
             self._ok = response(*OK, True, self._date)
         if answer is OK and keep_alive:
             return self._ok
@@ -260,7 +271,7 @@ class FrontDoor(asyncio.Protocol):
                 pending[self] = None
         self.last_active = now
         if not self._busy and not self._blocked:
-            self._serve()
+            self._serve(now)
 
     @property
     def idle(self) -> bool:
@@ -284,7 +295,7 @@ class FrontDoor(asyncio.Protocol):
         self._blocked = False
         if not self._busy:
             self._transport.resume_reading()
-            self._serve()
+            self._serve(time.monotonic())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._triggers.doors.discard(self)
@@ -294,16 +305,17 @@ class FrontDoor(asyncio.Protocol):
     def close(self) -> None:
         self._transport.close()
 
-    def _serve(self) -> None:
+    def _serve(self, tick: float) -> None:
+        """Answer the whole requests buffered, received at ``tick`` (``time.monotonic``)."""
         triggers = self._triggers
         while self._buffer and not self._blocked and not self._transport.is_closing():
             buffer = self._buffer
             if self in triggers.pending:
-                if head_end(buffer, self._scanned) < 0:
+                if not head_complete(buffer, self._scanned):
                     self._scanned = len(buffer)
                     if len(buffer) > HEAD_LIMIT:
                         WIRE.refuse("head_too_large")
-                        self._reply(HEAD_TOO_LARGE, False)
+                        self._reply(HEAD_TOO_LARGE, False, time.time())
                     return
                 del triggers.pending[self]
                 self._scanned = 0
@@ -326,22 +338,23 @@ class FrontDoor(asyncio.Protocol):
             if len(buffer) < end:
                 return
             self._buffer = buffer[end:]
-            self.request_started = time.monotonic()
             if self._buffer:  # pipelined: the next head is pending from now
+                self.request_started = tick
                 triggers.pending[self] = None
-            result = triggers.handle(head, buffer[head.body_start : end])
+            now = time.time()
+            result = triggers.handle(head, buffer[head.body_start : end], now, tick)
             keep_alive = head.keep_alive and not triggers.stopping
             if isinstance(result, tuple):
-                self._reply(result, keep_alive)
+                self._reply(result, keep_alive, now)
             else:
                 self._wait(result, keep_alive)
                 return
 
-    def _reply(self, result: Answer, keep_alive: bool) -> None:
+    def _reply(self, result: Answer, keep_alive: bool, now: float) -> None:
         if self._transport.is_closing():  # the client left while its answer was awaited
             return
         keep_alive = keep_alive and result[0] < 500
-        self._transport.write(self._triggers.response(result, keep_alive))
+        self._transport.write(self._triggers.response(result, keep_alive, now))
         if not keep_alive:
             self._transport.close()
 
@@ -354,12 +367,12 @@ class FrontDoor(asyncio.Protocol):
             self._busy = False
             if task.cancelled() or task.exception() is not None:
                 log.error("trigger failed", exc_info=None if task.cancelled() else task.exception())
-                self._reply(INTERNAL_ERROR, False)
+                self._reply(INTERNAL_ERROR, False, time.time())
                 return
-            self._reply(task.result(), keep_alive)
+            self._reply(task.result(), keep_alive, time.time())
             if not self._transport.is_closing() and not self._blocked:
                 self._transport.resume_reading()
-                self._serve()
+                self._serve(time.monotonic())
 
         self._triggers.wait_for(pending).add_done_callback(done)
 

@@ -52,7 +52,7 @@ def signed(api: HttpApi, route: Route, handler: ApiHandler) -> Handler:
     by_key = route.auth == "auth_key"
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
-        start = time.perf_counter()
+        start = time.monotonic()
         app: ServedApp | None = None
         status = 500
         try:

@@ -36,10 +36,8 @@ import orjson
 from reverbpy.config import AppConfig
 from reverbpy.protocol.auth import (
     ApiVerifier,
-    Query,
     RequestAuthError,
     check_body_md5,
-    parse_query,
 )
 from reverbpy.protocol.channels import channel_kind, channel_name_error, is_encrypted, is_presence
 from reverbpy.protocol.ratelimit import PerSecond
@@ -181,30 +179,26 @@ class AppRules:
         self.publish = publish
         self._verifier = ApiVerifier(app.key, app.secret.reveal())
 
-    def authenticate(self, method: str, paths: Sequence[str], query: str, now: float) -> Query:
+    def authenticate(
+        self, method: str, paths: Sequence[str], query: str, now: float
+    ) -> Mapping[str, str]:
         """401 unless method, path and query are signed with the app's secret, recently.
 
-        Returns the decoded query. The body is not looked at yet: ``check_body`` does, once the
-        transport has it.
+        Returns the decoded parameters by lowercased name (a repeated one: its last value).
+        The body is not looked at yet: ``check_body`` does, once the transport has it.
         """
-        pairs = parse_query(query)
         try:
-            self._verifier.verify(method, paths, pairs, b"", now=now)
+            return self._verifier.verify_query(method, paths, query, now=now)
         except RequestAuthError as exc:
             raise ApiError(401, str(exc)) from None
-        return pairs
 
-    def check_body(self, query: Query, body: bytes) -> None:
-        """401 unless a non-empty body is the one the (signed) ``body_md5`` names."""
+    def check_body(self, query: Mapping[str, str], body: bytes) -> None:
+        """401 unless a non-empty body is the one the (signed) ``body_md5`` names
+        (``query``: what ``authenticate`` returned)."""
         if not body:
             return
-        given = None
-        for name, value in reversed(query):  # a repeated name: the last one counts
-            if name == "body_md5" or name.lower() == "body_md5":
-                given = value
-                break
         try:
-            check_body_md5(given, body)
+            check_body_md5(query.get("body_md5"), body)
         except RequestAuthError as exc:
             raise ApiError(401, str(exc)) from None
 
@@ -228,9 +222,9 @@ class AppRules:
                 raise ApiError(400, "'batch' must be a non-empty list of events")
             if len(items) > app.max_batch_size:
                 raise ApiError(400, f"At most {app.max_batch_size} events per batch")
-            events = [Event(item, app, single_channel=True) for item in items]
+            events = [Event(item, app, True) for item in items]
         else:
-            events = [Event(payload, app, single_channel=False)]
+            events = [Event(payload, app, False)]  # positional: keywords cost a dict here
         if not self.backend_events.allow(tick, len(events)):
             raise ApiError(429, f"Over the limit of {app.backend_event_rate} events per second")
         publish = self.publish
@@ -296,7 +290,7 @@ class Event:
 
     __slots__ = ("channels", "data", "info", "name", "socket_id")
 
-    def __init__(self, item: object, app: AppConfig, *, single_channel: bool) -> None:
+    def __init__(self, item: object, app: AppConfig, single_channel: bool) -> None:
         if type(item) is not dict:
             raise ApiError(400, "Each event must be a JSON object")
         name = item.get("name")
@@ -311,7 +305,7 @@ class Event:
         # Characters first: UTF-8 is never shorter, and ASCII (the usual JSON) is as long.
         if len(data) > limit or (not data.isascii() and len(data.encode()) > limit):
             raise ApiError(413, f"Event data larger than {limit} bytes")
-        self.channels = self._channels(item, app, single_channel=single_channel)
+        self.channels = _channels(item, app, single_channel)
         socket_id = item.get("socket_id")
         if socket_id is not None:
             if type(socket_id) is not str:
@@ -326,34 +320,31 @@ class Event:
             attrs = info_attributes(info, EVENT_INFO)
         self.name, self.data, self.socket_id, self.info = name, data, socket_id, attrs
 
-    @staticmethod
-    def _channels(item: dict[str, Any], app: AppConfig, *, single_channel: bool) -> list[str]:
-        if "channels" in item and not single_channel:
-            channels = item["channels"]
-            if type(channels) is not list or not channels:
-                raise ApiError(400, "'channels' must be a non-empty list")
-        elif "channel" in item:
-            channels = [item["channel"]]
-        else:
-            raise ApiError(
-                400,
-                "'channel' is required"
-                if single_channel
-                else "'channels' or 'channel' is required",
-            )
-        if len(channels) > app.max_channels_per_event:
-            raise ApiError(400, f"At most {app.max_channels_per_event} channels per event")
-        for name in channels:
-            problem = channel_name_error(name, app.max_channel_name_length)
-            if problem:
-                raise ApiError(400, f"{problem}: {str(name)[:64]!r}")
-        if len(channels) == 1:
-            return channels
-        if any(is_encrypted(c) for c in channels):
-            raise ApiError(
-                400, "Encrypted channels cannot be triggered together with other channels"
-            )
-        return list(dict.fromkeys(channels))
+
+def _channels(item: dict[str, Any], app: AppConfig, single_channel: bool) -> list[str]:
+    """The channels an event names, validated; without repeats."""
+    if "channels" in item and not single_channel:
+        channels = item["channels"]
+        if type(channels) is not list or not channels:
+            raise ApiError(400, "'channels' must be a non-empty list")
+    elif "channel" in item:
+        channels = [item["channel"]]
+    else:
+        raise ApiError(
+            400,
+            "'channel' is required" if single_channel else "'channels' or 'channel' is required",
+        )
+    if len(channels) > app.max_channels_per_event:
+        raise ApiError(400, f"At most {app.max_channels_per_event} channels per event")
+    for name in channels:
+        problem = channel_name_error(name, app.max_channel_name_length)
+        if problem:
+            raise ApiError(400, f"{problem}: {str(name)[:64]!r}")
+    if len(channels) == 1:
+        return channels
+    if any(is_encrypted(c) for c in channels):
+        raise ApiError(400, "Encrypted channels cannot be triggered together with other channels")
+    return list(dict.fromkeys(channels))
 
 
 # --- queries --------------------------------------------------------------------------------

@@ -48,10 +48,15 @@ _PREFIXES: tuple[tuple[str, ChannelKind], ...] = (
     (SERVER_TO_USER_PREFIX, ChannelKind(ChannelType.SERVER_TO_USER, cache=False)),
 )
 _PUBLIC = ChannelKind(ChannelType.PUBLIC, cache=False)
+# The prefixes by their first character, in the same order: most names (every trigger to a
+# channel nobody is on asks for its kind) are told public by one look-up.
+_BY_INITIAL: dict[str, tuple[tuple[str, ChannelKind], ...]] = {
+    prefix[0]: tuple(p for p in _PREFIXES if p[0][0] == prefix[0]) for prefix, _ in _PREFIXES
+}
 
 
 def channel_kind(name: str) -> ChannelKind:
-    for prefix, kind in _PREFIXES:
+    for prefix, kind in _BY_INITIAL.get(name[:1], ()):
         if name.startswith(prefix):
             return kind
     return _PUBLIC

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reverbpy.protocol.auth import (
     ApiVerifier,
@@ -217,3 +220,30 @@ def test_verifier_checks_the_body_md5_before_the_signature() -> None:
         ApiVerifier(KEY, SECRET).verify(
             "POST", ["/apps/3/events"], parse_query(_signed_query(QUERY)), BODY + b" ", now=1353088179
         )
+
+
+QUERY_PIECES = [f"{name}={value}" for name, value in QUERY.items()]
+
+
+def _outcome(check: Callable[[], dict[str, str]]) -> object:
+    try:
+        return check()
+    except RequestAuthError as exc:
+        return str(exc)
+
+
+@given(st.lists(st.sampled_from([
+    "auth_key=" + KEY, "AUTH_KEY=" + KEY, "auth_key=other", "auth_timestamp=1353088179",
+    "auth_timestamp=1353088999", "auth_timestamp=x", "auth_version=1.0", "auth_version=2",
+    "auth_signature=" + SIGNATURE, "auth_signature=bad", "body_md5=" + body_md5(BODY),
+    "name=a+b", "name=%41", "", "=", "flag", "a=1=2",
+]), max_size=9), st.booleans())  # fmt: skip
+def test_a_raw_query_is_verified_as_its_parsed_pairs(pieces: list[str], signed: bool) -> None:
+    """``verify_query``'s one pass: the same parameters, refusals and messages as
+    ``verify`` of ``parse_query``'s pairs (signed: the pieces in a valid request)."""
+    raw = "&".join([*QUERY_PIECES, *pieces] if signed else pieces)
+    if signed:  # over every pair but the signatures, the last of which counts
+        raw += "&auth_signature=" + sign_request("POST", "/apps/3/events", parse_query(raw), SECRET)
+    verifier = ApiVerifier(KEY, SECRET)
+    expected = _outcome(lambda: verifier.verify("POST", ["/apps/3/events"], parse_query(raw), b"", now=1353088179))
+    assert _outcome(lambda: verifier.verify_query("POST", ["/apps/3/events"], raw, now=1353088179)) == expected

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import itertools
+import re
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reverbpy.protocol import http1
 from reverbpy.protocol.http1 import (
     MAX_HEAD,
     NOT_OURS,
     Head,
     Upgrade,
+    _plain,
+    head_complete,
     head_end,
     read_head,
     read_upgrade,
@@ -94,6 +102,21 @@ def test_a_head_of_any_method_is_complete_only_at_its_blank_line() -> None:
     assert head_end(b"GET / HTTP/1.1\nHost: x\n\n") == 24  # bare LF: complete, aiohttp judges
 
 
+def test_a_head_ends_where_any_blank_line_first_ends() -> None:
+    """Every mix of CR, LF and other bytes up to 7 long, split anywhere: ``head_end`` finds the
+    end of the first ``\\r?\\n\\r?\\n``, as llhttp would."""
+    blank_line = re.compile(rb"\r?\n\r?\n")
+    for size in range(8):
+        for combo in itertools.product(b"\r\nx", repeat=size):
+            buffer = bytes(combo)
+            found = blank_line.search(buffer)
+            expected = -1 if found is None else found.end()
+            for scanned in range(size + 1):  # the bytes before ``scanned`` held no end
+                if blank_line.search(buffer[:scanned]) is None:
+                    assert head_end(buffer, scanned) == expected, (buffer, scanned)
+                    assert head_complete(buffer, scanned) is (expected >= 0), (buffer, scanned)
+
+
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
@@ -146,3 +169,33 @@ def test_a_bare_cr_in_the_request_line_is_left_to_aiohttp() -> None:
     data = b"POST /apps/1/events?a\ruth_key=k HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
     assert read_head(data, PATHS) is NOT_OURS
     assert read_upgrade(upgrade(line="GET /app/key?protocol=7\rx HTTP/1.1"), b"") is NOT_OURS
+
+
+# What ``_plain`` was, one regex over the head: its faster checks must take exactly these heads.
+_PLAIN_REGEX = re.compile(
+    rb"([A-Z]+) ([\x21-\x7e]+) HTTP/1\.1((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*)*)"
+)
+_LINES = (b"POST /apps/1/events?a=b HTTP/1.1", b"GET /app/k HTTP/1.1", b"POST  /x HTTP/1.1",
+          b"POST /x HTTP/1.1 ", b"POST\t/x HTTP/1.1", b"POST /x\tHTTP/1.1", b"POST HTTP/1.1",
+          b"post /x HTTP/1.1", b"POST /x HTTP/1.0", b"POST /\xe9 HTTP/1.1", b"PUT /x HTTP/1.1")
+_PIECES = (b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"Host", b"HOST", b"Content-Type", b"X-A", b":", b": x", b" ", b"\t",
+           b"\x00", b"\x1f", b"\x7f", b"\xe9", b"(", b"@", b"~!", b"Content-Length: 5", b"a", b"")
+
+
+@given(st.sampled_from(_LINES), st.lists(st.sampled_from(_PIECES), max_size=12),
+       st.sampled_from((b"POST", b"GET")))  # fmt: skip
+def test_a_plain_head_is_what_one_regex_over_it_would_take(
+    line: bytes, pieces: list[bytes], method: bytes
+) -> None:
+    head = line + b"".join(pieces)
+    shape = _PLAIN_REGEX.fullmatch(head)
+    expected = None
+    if shape is not None and shape[1] == method:
+        lines = (h.partition(b":") for h in shape[3].split(b"\r\n")[1:])
+        expected = shape[2], [(name.lower(), value) for name, _, value in lines]
+    assert _plain(head, method + b" ") == expected
+
+
+def test_the_header_names_taken_without_a_check_are_lowercase_tokens() -> None:
+    token = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")
+    assert all(token.fullmatch(name) for name in http1._KNOWN_NAMES)
