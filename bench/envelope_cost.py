@@ -10,7 +10,9 @@ events spread over them, as the hub does after a trigger, as fast as its buffer 
 is each process's user+system time over its part (``resource.getrusage``), Redis's from
 ``INFO cpu``. Both run on uvloop, as ``reverbpy serve`` does. With ``--rate``, the publisher's
 figure includes its own pacing (a timer per envelope). Redis: ``REDIS_URL`` when set, else
-127.0.0.1:6379.
+127.0.0.1:6379. With ``--cluster``, on a Redis Cluster of 3 primaries with a replica each,
+started here on loopback: Redis's figure is then every server's CPU (replication included) and
+the primaries' alone.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ def _config(url: str, prefix: str) -> Any:
     from reverbpy.config import AppConfig, ScalingConfig, Secret, ServerConfig
 
     app = AppConfig(id="1", key="k", secret=Secret("s"))
-    return ServerConfig(
-        apps=(app,), scaling=ScalingConfig(adapter="redis", prefix=prefix, redis_url=Secret(url))
+    sharded = url.endswith("#cluster")
+    scaling = ScalingConfig(
+        adapter="redis", prefix=prefix, redis_url=Secret(url.removesuffix("#cluster")), redis_cluster=sharded
     )
+    return ServerConfig(apps=(app,), scaling=scaling)
 
 
 class _Counting:
@@ -107,14 +111,17 @@ async def _publisher(url: str, prefix: str, n: int, rate: float) -> None:
     await adapter.close()
 
 
-def _redis_cpu(url: str) -> float:
+def _redis_cpu(urls: list[str]) -> list[float]:
     import redis
 
-    info = redis.Redis.from_url(url).info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    cpu = []
+    for url in urls:
+        info = redis.Redis.from_url(url).info("cpu")
+        cpu.append(float(info["used_cpu_sys"]) + float(info["used_cpu_user"]))
+    return cpu
 
 
-def _one(url: str, n: int, receivers: int, rate: float) -> dict[str, float]:
+def _one(url: str, n: int, receivers: int, rate: float, redis_urls: list[str], primaries: int) -> dict[str, float]:
     prefix = f"bench-{secrets.token_hex(4)}"
     py = sys.executable
     args = [url, prefix, str(n), str(rate)]
@@ -124,7 +131,7 @@ def _one(url: str, n: int, receivers: int, rate: float) -> dict[str, float]:
     for recv in recvs:
         assert recv.stdout is not None
         assert recv.stdout.readline().strip() == "READY"
-    redis0 = _redis_cpu(url)
+    redis0 = _redis_cpu(redis_urls)
     pub = subprocess.Popen([py, "-m", "bench.envelope_cost", "--role", "publisher", *args],
                            stdout=subprocess.PIPE, text=True)
     for recv in recvs:
@@ -133,7 +140,9 @@ def _one(url: str, n: int, receivers: int, rate: float) -> dict[str, float]:
         recv.stdin.flush()
     p_out, _ = pub.communicate(timeout=300)
     rs = [json.loads(recv.communicate(timeout=300)[0].strip().splitlines()[-1]) for recv in recvs]
-    redis_s = _redis_cpu(url) - redis0
+    redis1 = _redis_cpu(redis_urls)
+    redis_s = sum(redis1) - sum(redis0)
+    primaries_s = sum(redis1[:primaries]) - sum(redis0[:primaries])
     p = json.loads(p_out.strip().splitlines()[-1])
     return {
         "envelopes": n,
@@ -141,6 +150,7 @@ def _one(url: str, n: int, receivers: int, rate: float) -> dict[str, float]:
         "publish_us": 1e6 * p["cpu_s"] / n,
         "receive_us": statistics.median(1e6 * r["cpu_s"] / n for r in rs),
         "redis_us": 1e6 * redis_s / n,
+        "redis_primaries_us": 1e6 * primaries_s / n,
         "throughput_per_s": n / max(p["wall_s"], *(r["wall_s"] for r in rs)),
     }
 
@@ -151,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--receivers", type=int, default=1, help="receiving nodes, each following every topic")
     ap.add_argument("--rate", type=float, default=0.0, help="envelopes/s, one per loop turn (0: as fast as possible)")
+    ap.add_argument("--cluster", action="store_true", help="on a 3-primary Redis Cluster started here")
     ap.add_argument("--role", choices=["receiver", "publisher"])
     ap.add_argument("rest", nargs="*")
     opts = ap.parse_args(argv)
@@ -164,17 +175,37 @@ def main(argv: list[str] | None = None) -> int:
         else:
             asyncio.run(_publisher(url, prefix, int(n), float(rate)))
         return 0
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    runs = [_one(url, opts.envelopes, opts.receivers, opts.rate) for _ in range(opts.repeat)]
+    if opts.cluster:
+        import tempfile
+        from pathlib import Path
+
+        from tests.soak.harness import RedisClusterServers
+
+        with tempfile.TemporaryDirectory(prefix="bench-envelope-") as workdir:
+            shards = RedisClusterServers(Path(workdir))
+            try:
+                shards.start()
+                primaries = shards.primaries()
+                others = [s for s in shards.alive() if s not in primaries]
+                urls = [f"redis://127.0.0.1:{s.port}/0" for s in [*primaries, *others]]
+                runs = [_one(shards.url + "#cluster", opts.envelopes, opts.receivers, opts.rate, urls, len(primaries))
+                        for _ in range(opts.repeat)]
+            finally:
+                shards.stop()
+    else:
+        url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        runs = [_one(url, opts.envelopes, opts.receivers, opts.rate, [url], 1) for _ in range(opts.repeat)]
     for r in runs:
         print(json.dumps({k: round(v, 2) for k, v in r.items()}))
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')}  {opts.envelopes:,} envelopes over {CHANNELS} topics,"
           f" {opts.receivers} receiving node(s), {f'{opts.rate:g}/s' if opts.rate else 'as fast as possible'},"
-          f" median of {opts.repeat}")
+          f" median of {opts.repeat}{'; Redis Cluster of 3 primaries and 3 replicas' if opts.cluster else ''}")
     print(f"publisher CPU per envelope  {med['publish_us']:8.1f} us")
     print(f"receiver CPU per envelope   {med['receive_us']:8.1f} us")
     print(f"Redis CPU per envelope      {med['redis_us']:8.1f} us")
+    if opts.cluster:
+        print(f"  of it on the primaries    {med['redis_primaries_us']:8.1f} us")
     print(f"envelopes/s end to end      {med['throughput_per_s']:8,.0f}")
     print(f"received (each receiver)    {int(med['received']):,} of {opts.envelopes:,}")
     return 0
