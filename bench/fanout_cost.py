@@ -2,17 +2,15 @@
 
     python -m bench.fanout_cost                        # 2,000 sockets, 200 events, best of 5
     python -m bench.fanout_cost --sockets 2000 --events 50 --repeat 1
-    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p \\
-        .venv/bin/python -m bench.fanout_cost --events 50 --repeat 1
+    python -m bench.fanout_cost --events 50 --callgrind /tmp/fanout   # instructions
 
 The bench's fan-out scenario delivers each event to every socket of one channel; per socket,
 the server queues the event's frame (``dispatch.broadcast``) and writes it when the loop turns
 (``Outbox.flush``, ``Connection.flush``). This runs that with real ``Connection``s of the
 node ``server.create_app`` builds, subscribed to one channel, whose transports only count
 their writes: one ``Hub.trigger`` per loop turn, as an API trigger does, on uvloop. CPU is
-``time.process_time`` over the events, divided by the deliveries; for a repeatable figure,
-run it under callgrind with ``--events N`` and with ``--events 0`` and divide the difference
-of the instruction totals by N x ``--sockets``.
+``time.process_time`` over the events, divided by the deliveries; the repeatable figure is
+``--callgrind``'s instruction count (``bench.callgrind``).
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from typing import Any
 
 import uvloop
 
+from bench.callgrind import per_unit
 from reverbpy.config import AppConfig, Secret, ServerConfig
 from reverbpy.connection import Connection
 from reverbpy.protocol.session import Session
@@ -77,6 +76,13 @@ async def run(sockets: int, events: int) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.callgrind:
+        work = ["--sockets", str(args.sockets), "--events", str(args.events), "--repeat", "1"]
+        idle = ["--sockets", str(args.sockets), "--events", "0", "--repeat", "1"]
+        deliveries = args.sockets * args.events
+        cost = per_unit("bench.fanout_cost", work, idle, deliveries, args.callgrind)
+        print(f"{args.sockets} sockets x {args.events} events  {cost:8,.0f} instructions/delivery")
+        return
     best = min([await run(args.sockets, args.events) for _ in range(args.repeat)])
     deliveries = args.sockets * args.events
     per = best / deliveries * 1e6 if deliveries else 0.0
@@ -91,6 +97,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--sockets", type=int, default=2000)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--callgrind",
+        metavar="PREFIX",
+        help="count instructions under callgrind instead (profiles: PREFIX.work/.idle)",
+    )
     return parser.parse_args()
 
 

@@ -2,8 +2,7 @@
 
     python -m bench.trigger_cost                       # 20,000 requests of each shape, best of 5
     python -m bench.trigger_cost --requests 5000 --repeat 1 --shape wsgen
-    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p \\
-        .venv/bin/python -m bench.trigger_cost --requests 20000 --repeat 1 --shape wsgen
+    python -m bench.trigger_cost --requests 10000 --callgrind /tmp/trigger   # instructions
 
 The bench's ``http0`` scenario (0 subscribers) is bounded by the server's CPU: about 40 % of it
 in read and write syscalls, the rest in the Python of one request, which is what this measures
@@ -18,9 +17,8 @@ JSON-encoded payload in ``data``, a ``socket_id``). Requests are signed beforeha
 hundred distinct ones cycled, so the measured loop is the server's work only.
 
 CPU time is ``time.process_time`` over the loop, a noisy figure on a shared machine. The
-repeatable one is the instruction count: run under callgrind once with ``--requests N`` and
-once with ``--requests 0`` (the same imports and set-up), and divide the difference of the
-totals by N; ``callgrind_annotate`` of each run shows where the difference goes.
+repeatable one is ``--callgrind``'s instruction count (``bench.callgrind``: the requests'
+run minus a run of none, the same set-up).
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from typing import Any, cast
 import orjson
 import uvloop
 
+from bench.callgrind import per_unit
 from reverbpy.config import AppConfig, Secret, ServerConfig
 from reverbpy.http_api.front import FrontDoor, Triggers
 from reverbpy.protocol.auth import sign_request
@@ -143,6 +142,13 @@ def run(shape: str, n: int) -> tuple[float, int]:
 
 async def main(args: argparse.Namespace) -> None:
     for shape in args.shape:
+        if args.callgrind:
+            work = ["--requests", str(args.requests), "--repeat", "1", "--shape", shape]
+            idle = ["--requests", "0", "--repeat", "1", "--shape", shape]
+            out = f"{args.callgrind}.{shape}"
+            cost = per_unit("bench.trigger_cost", work, idle, args.requests, out)
+            print(f"{shape:8} {args.requests:>7} requests  {cost:8,.0f} instructions/request")
+            continue
         best = min(run(shape, args.requests)[0] for _ in range(args.repeat))
         per = best / args.requests * 1e6 if args.requests else 0.0
         print(
@@ -155,6 +161,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--shape", action="append", choices=sorted(SHAPES))
+    parser.add_argument(
+        "--callgrind",
+        metavar="PREFIX",
+        help="count instructions under callgrind instead (profiles: PREFIX.SHAPE.work/.idle)",
+    )
     args = parser.parse_args()
     args.shape = args.shape or ["wsgen", "laravel"]
     return args

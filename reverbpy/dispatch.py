@@ -119,6 +119,8 @@ class Outbox:
             self.schedule()
 
     def schedule(self) -> None:
+        """Flush at the end of this loop iteration: the one call to the loop, whether a
+        socket was marked by ``mark`` or inline by ``broadcast``."""
         self._scheduled = True
         asyncio.get_running_loop().call_soon(self.flush)
 

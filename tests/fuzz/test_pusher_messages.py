@@ -331,8 +331,8 @@ _PUSHER_NAME = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
 class ManualOutbox(Outbox):
     """Frames stay queued on their peer until the test reads them: no event loop needed."""
 
-    def mark(self, conn: Peer) -> None:
-        pass
+    def schedule(self) -> None:  # ``mark`` and ``broadcast`` ask for a flush here
+        self._dirty.clear()
 
 
 class FuzzPeer(Peer):
