@@ -809,7 +809,7 @@ def table_shards(rs: list[dict[str, Any]]) -> None:
               f"| {r['shard_spread']}x | {', '.join(str(c) for c in r['shard_cpu_s'])} | {r['unserved_total']} "
               f"| {r['deliveries']:,} | {r['exactly_once']} |")
     print("\n## Join burst on the Redis Cluster, per run")
-    print("| run | sockets | succeeded | p50 ms | p99 ms | SSUBSCRIBE | commands per primary | spread | Redis CPU s (all) |")
+    print("| run | sockets | succeeded | p50 ms | p99 ms | SSUBSCRIBE | commands per primary | spread | Redis CPU s (primaries) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(rs):
         jb = r["join_burst"]
