@@ -5,6 +5,7 @@ Functional tests talk to the server the way users do: over TCP, with real client
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -34,6 +35,21 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@contextlib.asynccontextmanager
+async def launch_chromium() -> AsyncIterator[Any]:
+    """Debian's Chromium under Playwright, closed on the way out (a ``playwright`` Browser)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 def free_port() -> int:

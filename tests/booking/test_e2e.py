@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from examples.booking_app.app import create_app, vendor_missing
 from tests.booking.conftest import (
@@ -41,7 +41,7 @@ from tests.booking.conftest import (
     stop_group,
     wait_for,
 )
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_server
+from tests.conftest import CHROMIUM, ROOT, free_port, launch_chromium, start_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -105,14 +105,8 @@ async def launcher(tmp_path: Path) -> AsyncIterator[Launcher]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launch_chromium() as browser:
+        yield browser
 
 
 async def new_page(browser: Browser, site: Site) -> Page:

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from reverbpy.console.web import vendor_missing
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, ServerProcess
+from tests.conftest import CHROMIUM, ROOT, ServerProcess, launch_chromium
 from tests.console.conftest import SECRET, TOKEN
 from tests.functional.jsclient import AuthEndpoint, JSClients, in_thread, sdk, user
 
@@ -34,14 +34,8 @@ SCREENSHOT = ROOT / "docs" / "console.png"
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launch_chromium() as browser:
+        yield browser
 
 
 def log_line(page: Page, kind: str, text: str) -> object:
