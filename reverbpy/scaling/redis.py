@@ -393,8 +393,16 @@ class RedisAdapter:
                         if ttl_ms:
                             pipe.set(target, message, px=ttl_ms)
                         else:
-                            pipe.evalsha(
-                                sha, 1, self._stream(target), target, message, retention, command
+                            # (by name: redis-py < 8 refuses ``evalsha`` in a cluster pipeline)
+                            pipe.execute_command(
+                                "EVALSHA",
+                                sha,
+                                1,
+                                self._stream(target),
+                                target,
+                                message,
+                                retention,
+                                command,
                             )
                     await pipe.execute()
                 self._buffer.put_back(0)
@@ -687,7 +695,7 @@ class RedisAdapter:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.sadd(index, entry)
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 return (await pipe.execute())[1]
         except NoScriptError:  # a restarted Redis: the entry is in, the script ran nowhere
             return await script(keys=keys, args=args)

@@ -55,6 +55,7 @@ class ShardedPubSub:
         self._links: dict[str, PubSub] = {}  # primary (host:port) -> its pub/sub connection
         self._pools: list[ConnectionPool] = []
         self._readers: list[asyncio.Task[None]] = []
+        self._reading: set[str] = set()
         self._owner: dict[str, str] = {}  # shard channel -> the primary it was subscribed on
         self._leaving: set[str] = set()  # asked to unsubscribe, not yet confirmed
         self._queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
@@ -70,11 +71,14 @@ class ShardedPubSub:
             node = self._cluster.nodes_manager.get_node_from_slot(slot)
             by_slot[(self._primary(node), slot)].append(name)
         for (primary, _), chunk in by_slot.items():
-            link = await self._link(primary)
+            link = self._link(primary)
             self._leaving.difference_update(chunk)
             for name in chunk:
                 self._owner[name] = primary
-            await link.ssubscribe(*chunk)
+            # The raw command, not ``PubSub.ssubscribe`` (redis-py 8 only, and it would
+            # subscribe again by itself on a reconnect): the replies are read by ``_read``.
+            await link.execute_command("SSUBSCRIBE", *chunk)
+            self._start_reading(primary, link)
 
     async def unsubscribe(self, *names: str) -> None:
         by_slot: dict[tuple[str, int], list[str]] = defaultdict(list)
@@ -84,7 +88,7 @@ class ShardedPubSub:
                 by_slot[(primary, key_slot(name.encode()))].append(name)
         for (primary, _), chunk in by_slot.items():
             self._leaving.update(chunk)
-            await self._links[primary].sunsubscribe(*chunk)
+            await self._links[primary].execute_command("SUNSUBSCRIBE", *chunk)
 
     async def get_message(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
         """As ``PubSub.get_message``: ``None`` when nothing came within ``timeout``."""
@@ -117,7 +121,7 @@ class ShardedPubSub:
     def _primary(node: Any) -> str:
         return f"{node.host}:{node.port}"
 
-    async def _link(self, primary: str) -> PubSub:
+    def _link(self, primary: str) -> PubSub:
         link = self._links.get(primary)
         if link is None:
             host, _, port = primary.rpartition(":")
@@ -133,12 +137,16 @@ class ShardedPubSub:
             pool = ConnectionPool(**options)
             self._pools.append(pool)
             link = self._links[primary] = Redis(connection_pool=pool).pubsub()
-            # Connect now, so that a primary that is down fails the subscribe, not the reader.
-            await link.connect()  # type: ignore[no-untyped-call]
+        return link
+
+    def _start_reading(self, primary: str, link: PubSub) -> None:
+        """After the link's first command, which connected it: a primary that is down fails
+        the subscribe, not the reader."""
+        if primary not in self._reading:
+            self._reading.add(primary)
             self._readers.append(
                 asyncio.create_task(self._read(primary, link), name=f"redis-shard-{primary}")
             )
-        return link
 
     async def _read(self, primary: str, link: PubSub) -> None:
         try:
@@ -146,7 +154,7 @@ class ShardedPubSub:
                 message = await link.get_message(timeout=1.0)
                 if message is None:
                     continue
-                kind = _KINDS.get(message["type"])
+                kind = _KINDS.get(str(message["type"]))
                 if kind is None:
                     continue
                 name = str(message["channel"])
