@@ -184,6 +184,7 @@ class RedisAdapter:
         )
         self._queued = asyncio.Event()
         self._up = asyncio.Event()  # set while healthy: the publisher waits on it
+        self._back = asyncio.Event()  # Redis answered again: the listener tries at once
         self._seq = 0  # this node's envelopes, numbered
         # The last sequence number applied, per topic and origin node: a topic lives on one
         # shard, so only within a topic do a node's envelopes keep their order.
@@ -341,6 +342,7 @@ class RedisAdapter:
         self._buffer.link_back()
         self._up.set()
         self._reconcile.set()  # the interest that changed while Redis was away
+        self._back.set()  # the listener, if it is waiting to try again
 
     def _lost(self, exc: BaseException) -> None:
         if self._healthy:
@@ -520,11 +522,16 @@ class RedisAdapter:
                     return
                 self._lost(exc)
             self._pubsub = None
+            self._back.clear()
             if not self._catch_up:
                 self._catch_up = set(self._subscribed)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
-            await asyncio.sleep(backoff)
+            # Until the next try, or until the heartbeat finds Redis back: a node must not say
+            # it is healthy for seconds while its subscriptions are still down (what others
+            # publish meanwhile would reach it only after its next try).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._back.wait(), backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
 
     def _new_pubsub(self) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from reverbpy.scaling.base import PresenceFull
 from reverbpy.scaling.memory import MemoryAdapter
 from reverbpy.scaling.redis import RedisAdapter
 from tests.scaling.conftest import RedisBackend
+from tests.soak.harness import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -268,3 +270,42 @@ async def test_a_topic_followed_again_while_its_unsubscribe_is_on_the_way_stays_
         a.publish(Envelope("1", a.node_id, ApiEvent(["news"], "e", turns)))
         await wait_for(lb, turns + 1)
     assert [e.message.data for e in lb.envelopes] == list(range(8))  # type: ignore[union-attr]
+
+
+async def test_a_node_that_says_it_is_healthy_again_is_subscribed_again(tmp_path: Path) -> None:
+    """Redis down for 4 s: the listener's retries back off to seconds apart. Once the
+    heartbeat finds Redis back (``healthy``), the listener tries at once instead of after its
+    backoff, so what another node publishes then arrives within a moment, not seconds later."""
+    own = RedisServer(tmp_path)
+    own.start()
+    config = ServerConfig(
+        apps=(APP,),
+        scaling=ScalingConfig(adapter="redis", prefix=f"test-{secrets.token_hex(4)}", redis_url=Secret(own.url)),
+    )
+    made: list[Node] = []
+    try:
+        for _ in range(2):
+            adapter, listener = RedisAdapter(config), RecordingListener()
+            await adapter.start(listener)
+            state = listener.registry.by_id("1")
+            assert state is not None
+            made.append((adapter, listener, state))
+        (a, _, _), (b, lb, _) = made
+        await follow(b, ("1", CHANNEL, "news"))
+        own.stop()
+        async with asyncio.timeout(10):
+            while a.healthy or b.healthy:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(4)
+        own.start()
+        for adapter in (a, b):  # as their heartbeats would, at their next beat
+            await adapter._recover()
+        assert a.healthy and b.healthy
+        a.publish(Envelope("1", a.node_id, ApiEvent(["news"], "e", "back")))
+        async with asyncio.timeout(1.0):
+            await wait_for(lb, 1)
+        assert [e.message.data for e in lb.envelopes] == ["back"]  # type: ignore[union-attr]
+    finally:
+        for adapter, _, _ in made:
+            await adapter.close()
+        own.stop()
