@@ -679,11 +679,17 @@ class RedisAdapter:
         """What ``node`` added, so that whoever reaps it can take it away again: in one of
         ``INDEX_BUCKETS`` keys by ``name`` (the channel or user), so that on a Redis Cluster
         a burst of joins spreads over the shards instead of queueing on one key's."""
-        return self._key("node", node, what, str(_bucket(name)))
+        return self._node_bucket(node, what, _bucket(name))
+
+    def _node_bucket(self, node: str, what: str, bucket: int) -> str:
+        return self._key("node", node, what, str(bucket))
 
     def _channels_key(self, app: str, channel: str) -> str:
         """The app's index of occupied channels, in buckets as a node's index is."""
-        return f"{self._prefix}:channels:{{{app}:{_bucket(channel)}}}"
+        return self._channels_bucket(app, _bucket(channel))
+
+    def _channels_bucket(self, app: str, bucket: int) -> str:
+        return f"{self._prefix}:channels:{{{app}:{bucket}}}"
 
     async def _indexed(
         self, index: str, entry: str, script: Any, keys: list[str], args: list[Any]
@@ -858,7 +864,7 @@ class RedisAdapter:
             async with self._calls:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for bucket in range(INDEX_BUCKETS):
-                        pipe.smembers(f"{self._prefix}:channels:{{{app}:{bucket}}}")
+                        pipe.smembers(self._channels_bucket(app, bucket))
                     names = sorted(set().union(*await pipe.execute()))
                 for chunk in _chunks(names, 500):
                     async with self._redis.pipeline(transaction=False) as pipe:
@@ -1032,7 +1038,7 @@ class RedisAdapter:
         assert self._redis is not None
         r, hub = self._redis, self._hub if announce else None
         indexes = {
-            what: [self._key("node", node, what, str(b)) for b in range(INDEX_BUCKETS)]
+            what: [self._node_bucket(node, what, b) for b in range(INDEX_BUCKETS)]
             for what in ("presence", "users", "subs")
         }
         for presence_index in indexes["presence"]:
