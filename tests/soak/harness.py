@@ -414,21 +414,53 @@ class RedisClusterServers:
     def __init__(self, workdir: Path, masters: int = 3) -> None:
         if shutil.which("redis-cli") is None:
             raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
+        self.workdir = workdir
+        self.masters = masters
         self.servers: list[RedisServer] = []
-        for i in range(masters * 2):
-            node_dir = workdir / f"node{i}"
+        self._attempt = 0
+        self._make_servers()
+
+    def _make_servers(self) -> None:
+        """Fresh ports and directories: a second attempt must not meet the first one's
+        ``nodes.conf`` or a port someone took in between."""
+        self._attempt += 1
+        self.servers = []
+        for i in range(self.masters * 2):
+            node_dir = self.workdir / f"try{self._attempt}" / f"node{i}"
             node_dir.mkdir(parents=True, exist_ok=True)
             # A replica may take over however long ago it last heard its primary (validity
-            # factor 0): the tests kill primaries seconds after the cluster was made.
-            args = ("--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0")
+            # factor 0): the tests kill primaries seconds after the cluster was made. The log
+            # file is what a failed start reports.
+            args = (
+                "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+                "--cluster-replica-validity-factor", "0", "--logfile", str(node_dir / "redis.log"),
+            )
             self.servers.append(RedisServer(node_dir, args, port=_cluster_port()))
-        self.masters = masters
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.servers[0].port}/0"
 
     def start(self) -> None:
+        """Start the nodes and make the cluster; on a busy machine a node can lose its port
+        (its bus port is the port + 10,000, chosen free but not held) or the cluster can be slow
+        to agree, so a failed attempt is stopped, reported, and tried once more on new ports."""
+        try:
+            self._create()
+        except (RuntimeError, subprocess.SubprocessError) as first:
+            report = self.diagnose()
+            self.stop()
+            self._make_servers()
+            try:
+                self._create()
+            except BaseException as second:
+                self.stop()
+                raise RuntimeError(f"{second}; first attempt: {first}\n{report}\n{self.diagnose()}") from second
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self) -> None:
         for server in self.servers:
             server.start()
         addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
@@ -437,6 +469,24 @@ class RedisClusterServers:
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
         )
         self.wait_ok()
+
+    def diagnose(self) -> str:
+        """What each node says, and the end of the log of any node that died: enough to tell a
+        lost port from a slow agreement."""
+        lines = []
+        for server in self.servers:
+            state = "running" if server.proc is not None and server.proc.poll() is None else "not running"
+            info = ""
+            if state == "running":
+                with contextlib.suppress(subprocess.SubprocessError):
+                    info = self.cli(server, "CLUSTER", "INFO")
+            cluster_state = next((x for x in info.splitlines() if x.startswith("cluster_state")), "")
+            lines.append(f"node {server.port}: {state} {cluster_state}")
+            if state != "running":
+                log = server.workdir / "redis.log"
+                if log.exists():
+                    lines.extend("    " + x for x in log.read_text(errors="replace").splitlines()[-5:])
+        return "\n".join(lines)
 
     def cli(self, server: RedisServer, *args: str) -> str:
         return subprocess.run(
@@ -449,7 +499,7 @@ class RedisClusterServers:
     def primaries(self) -> list[RedisServer]:
         return [s for s in self.alive() if "role:master" in self.cli(s, "INFO", "replication")]
 
-    def wait_ok(self, timeout: float = 30) -> None:
+    def wait_ok(self, timeout: float = 45) -> None:
         """Until every live node says the cluster is whole, with a live primary per shard."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -461,7 +511,7 @@ class RedisClusterServers:
             ):
                 return
             time.sleep(0.2)
-        raise RuntimeError("the Redis Cluster did not become ready")
+        raise RuntimeError(f"the Redis Cluster did not become ready in {timeout:.0f} s")
 
     def owner(self, key: str) -> RedisServer:
         """The live primary that serves ``key``'s slot now."""
