@@ -1,9 +1,10 @@
-"""The single path every outbound frame takes: per-socket queues flushed once per loop turn.
+"""The single path every outbound frame takes: per-socket queues flushed as the loop turns.
 
 A broadcast encodes its JSON once and frames it once; per subscriber it costs a list append.
-Frames queued for one socket during a loop iteration go out in a single ``transport.write``
-(what uWebSockets calls corking), so a burst of events costs one syscall per socket, not one
-per event. A socket whose kernel and transport buffers already hold more than
+Frames queued for one socket before its turn to be written go out in a single
+``transport.write`` (what uWebSockets calls corking), so a burst of events costs one syscall
+per socket, not one per event; the flush is sliced (``Outbox.flush``), so a busy server
+corks more, not less. A socket whose kernel and transport buffers already hold more than
 ``max_write_buffer`` bytes is a slow consumer: its TCP connection is dropped rather than
 buffered without bound (no close frame could get through a full buffer; pusher-js sees an
 abnormal closure and reconnects), and nobody else waits for it.
@@ -103,6 +104,11 @@ class Peer:
         raise NotImplementedError
 
 
+FLUSH_SLICE = 256
+"""Sockets written per loop turn. A write costs about 10 µs, mostly in the kernel, so a slice
+holds the loop for about 2.5 ms; smaller slices measured no faster (bench/RESULTS.md)."""
+
+
 class Outbox:
     __slots__ = ("_dirty", "_scheduled", "max_write_buffer", "slow_consumers")
 
@@ -125,10 +131,28 @@ class Outbox:
         asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
+        """Write up to ``FLUSH_SLICE`` dirty sockets, then let the loop turn before the rest.
+
+        A broadcast to thousands of sockets is thousands of ``write`` calls, most of their
+        cost in the kernel; written in one go they would hold the loop for tens of
+        milliseconds, with API requests, handshakes and pings waiting behind them. Between
+        slices the loop reads what arrived, and an event that lands meanwhile joins the
+        frames still queued for the sockets not yet written: under load each write carries
+        more events, without a timer and without delaying a socket that is next in line.
+        A socket stays in the queue once, from its first queued frame to its write, so its
+        frames keep their order.
+        """
+        dirty = self._dirty
+        if len(dirty) > FLUSH_SLICE:
+            batch = dirty[:FLUSH_SLICE]
+            del dirty[:FLUSH_SLICE]
+            asyncio.get_running_loop().call_soon(self.flush)  # still scheduled
+        else:
+            batch = dirty
+            self._dirty = []
+            self._scheduled = False
         limit = self.max_write_buffer
-        for conn in dirty:
+        for conn in batch:
             if conn.flush() > limit:
                 self.slow_consumers += 1
                 log.warning("dropping slow consumer %s (%s)", conn.socket_id, conn.app_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 from reverbpy.config import AppConfig, FixedApp, Secret
 from reverbpy.connection import Connection, Sockets
-from reverbpy.dispatch import Outbox, broadcast
+from reverbpy.dispatch import FLUSH_SLICE, Outbox, broadcast
 from reverbpy.protocol.frames import text_frame
 from reverbpy.protocol.ratelimit import PerSecond
 from reverbpy.protocol.session import Session
@@ -78,6 +78,39 @@ async def test_slow_consumer_is_aborted_others_unaffected() -> None:
     broadcast([slow, fast], b"{}")  # a dropped socket gets nothing more
     await asyncio.sleep(0)
     assert len(fast_t.writes) == 2 and slow_t.writes == [text_frame(b"{}")]
+
+
+async def test_a_large_flush_lets_the_loop_turn_between_slices() -> None:
+    """A broadcast to more sockets than a slice is written over several loop turns, and what
+    the loop does meanwhile (here, a callback standing for a read) runs before the last one."""
+    outbox = Outbox(max_write_buffer=1 << 20)
+    transports = [RecordingTransport() for _ in range(2 * FLUSH_SLICE + 1)]
+    conns = [make_conn(outbox, f"1.{i}", t) for i, t in enumerate(transports)]
+    broadcast(conns, b'{"n":0}')
+    written_when_the_loop_turned: list[int] = []
+    asyncio.get_running_loop().call_soon(
+        lambda: written_when_the_loop_turned.append(sum(1 for t in transports if t.writes))
+    )
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert all(t.writes == [text_frame(b'{"n":0}')] for t in transports)
+    assert 0 < written_when_the_loop_turned[0] < len(transports)
+
+
+async def test_an_event_arriving_between_slices_joins_the_queued_frames_in_order() -> None:
+    """A socket not yet written when a second event arrives gets both in one write; a socket
+    already written gets the second in a write of its own. Every socket sees 0 then 1."""
+    outbox = Outbox(max_write_buffer=1 << 20)
+    transports = [RecordingTransport() for _ in range(FLUSH_SLICE + 10)]
+    conns = [make_conn(outbox, f"1.{i}", t) for i, t in enumerate(transports)]
+    broadcast(conns, b'{"n":0}')
+    await asyncio.sleep(0)  # the first slice is written
+    broadcast(conns, b'{"n":1}')
+    for _ in range(3):
+        await asyncio.sleep(0)
+    first, second = text_frame(b'{"n":0}'), text_frame(b'{"n":1}')
+    assert all(t.writes == [first, second] for t in transports[:FLUSH_SLICE])
+    assert all(t.writes == [first + second] for t in transports[FLUSH_SLICE:])
 
 
 def test_per_second_window() -> None:
