@@ -4,6 +4,13 @@
 #   Run:   docker run -p 8080:8080 -e REVERB_APP_ID=... -e REVERB_APP_KEY=... -e REVERB_APP_SECRET=... reverbpy
 #   Stop:  docker stop -t 15 (more than REVERB_SHUTDOWN_GRACE, 10 s by default)
 
+# --- console assets: uPlot and pusher-js from npm, the versions package-lock.json pins -----
+# (the console serves them itself, docs/console.md); the same steps as the Makefile's target.
+FROM node:20-bookworm-slim AS console-assets
+WORKDIR /src/reverbpy/console
+COPY reverbpy/console/package.json reverbpy/console/package-lock.json reverbpy/console/vendor.mjs ./
+RUN npm ci --no-audit --no-fund --loglevel=error && node vendor.mjs
+
 # --- build: a virtual environment with reverbpy and its extras, nothing else --------------
 FROM python:3.12-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -11,6 +18,7 @@ WORKDIR /src
 RUN python -m venv /opt/reverbpy
 COPY pyproject.toml README.md ./
 COPY reverbpy ./reverbpy
+COPY --from=console-assets /src/reverbpy/console/static/vendor ./reverbpy/console/static/vendor
 RUN /opt/reverbpy/bin/pip install '.[fast,redis]' \
  && find /opt/reverbpy -name '__pycache__' -type d -prune -exec rm -rf {} + \
  && /opt/reverbpy/bin/python -m compileall -q /opt/reverbpy/lib
