@@ -110,10 +110,11 @@ holds the loop for about 2.5 ms; smaller slices measured no faster (bench/RESULT
 
 
 class Outbox:
-    __slots__ = ("_dirty", "_scheduled", "max_write_buffer", "slow_consumers")
+    __slots__ = ("_dirty", "_next", "_scheduled", "max_write_buffer", "slow_consumers")
 
     def __init__(self, max_write_buffer: int) -> None:
         self._dirty: list[Peer] = []
+        self._next = 0  # where in ``_dirty`` the next slice starts
         self._scheduled = False
         self.max_write_buffer = max_write_buffer
         self.slow_consumers = 0
@@ -142,17 +143,16 @@ class Outbox:
         A socket stays in the queue once, from its first queued frame to its write, so its
         frames keep their order.
         """
-        dirty = self._dirty
-        if len(dirty) > FLUSH_SLICE:
-            batch = dirty[:FLUSH_SLICE]
-            del dirty[:FLUSH_SLICE]
+        dirty, start = self._dirty, self._next
+        end = start + FLUSH_SLICE
+        if len(dirty) > end:  # the rest next turn; sockets marked meanwhile join its tail
+            self._next = end
             asyncio.get_running_loop().call_soon(self.flush)  # still scheduled
         else:
-            batch = dirty
-            self._dirty = []
+            self._dirty, self._next = [], 0
             self._scheduled = False
         limit = self.max_write_buffer
-        for conn in batch:
+        for conn in dirty[start:end]:
             if conn.flush() > limit:
                 self.slow_consumers += 1
                 log.warning("dropping slow consumer %s (%s)", conn.socket_id, conn.app_id)
