@@ -49,6 +49,7 @@ from reverbpy.config import ServerConfig
 from reverbpy.console.feed import MAX_LINES_PER_SECOND, Feed, Filter, Tap
 from reverbpy.console.series import Series, Totals
 from reverbpy.http_api.events import info_answer
+from reverbpy.http_api.responses import json
 from reverbpy.http_api.service import HttpApi
 from reverbpy.hub import Hub
 from reverbpy.protocol import api
@@ -181,12 +182,7 @@ class _Stream:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data),
-        status=status,
-        content_type="application/json",
-        headers=SECURITY_HEADERS,
-    )
+    return json(data, status, SECURITY_HEADERS)
 
 
 class Console:
