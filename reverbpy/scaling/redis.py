@@ -816,20 +816,17 @@ class RedisAdapter:
         if not self._sharded:
             indexes = [self._node_key(node, "subs", channel), self._channels_key(app, channel)]
             return int(await self._subs(keys=[*keys, *indexes], args=[*args, entry, channel]))
-        mine = self._mine.get(entry, 0) if node == self.node_id else 0
-        if node == self.node_id:
-            self._mine[entry] = mine + delta
-            if self._mine[entry] <= 0:
-                del self._mine[entry]
-        if node == self.node_id and mine <= 0 < delta:  # this node's first
-            n = int(
-                await self._indexed(
-                    self._node_key(node, "subs", channel), entry, self._subs, keys, args
-                )
-            )
+        own = node == self.node_id  # else a reaper subtracting a dead node's count
+        before = self._mine.pop(entry, 0) if own else 0
+        after = before + delta
+        if own and after > 0:
+            self._mine[entry] = after
+        if own and before <= 0 < delta:  # this node's first
+            index = self._node_key(node, "subs", channel)
+            n = int(await self._indexed(index, entry, self._subs, keys, args))
         else:
             n = int(await self._subs(keys=keys, args=args))
-        if node == self.node_id and entry not in self._mine:
+        if own and after <= 0:
             await r.srem(self._node_key(node, "subs", channel), entry)
         if delta > 0 and n == delta:  # the cluster's first subscriber
             await r.sadd(self._channels_key(app, channel), channel)
