@@ -281,8 +281,21 @@ class Connection(Peer, asyncio.Protocol):
 
     # --- inbound (asyncio.Protocol) -------------------------------------------------------
 
+    def establish(self, handshake: bytes, established: bytes, tail: bytes) -> None:
+        """Take the transport over (from the front door or aiohttp) and start the socket: the
+        101 and ``connection_established``, then the answers to any frames in ``tail`` (what
+        a pipelining client sent after its head), in one write and at once. Not at the
+        outbox's end of the loop turn: in a reconnect storm a turn reads hundreds of upgrades,
+        and each client would wait for the last of them. So the first two frames are queued
+        without the outbox, which would find them written; what the frames in ``tail`` queue
+        joins them (the queue is not empty) and goes in the same write."""
+        WIRE.count_out(self.app_id, 1, len(established))
+        self._pending = [handshake, text_frame(established)]
+        self.start(tail)
+        self.flush()
+
     def start(self, tail: bytes) -> None:
-        """Take over the transport from aiohttp; ``tail`` is what it read past the upgrade."""
+        """Take the transport over; ``tail``: what was read past the upgrade's head."""
         self._transport.set_protocol(self)
         self._transport.resume_reading()
         if tail:

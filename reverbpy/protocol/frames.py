@@ -13,6 +13,7 @@ per socket). Permessage-deflate is never negotiated, so RSV bits are always an e
 from __future__ import annotations
 
 import base64
+import binascii
 import codecs
 import hashlib
 from enum import IntEnum
@@ -62,13 +63,15 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
-def valid_key(key: str | None) -> bool:
-    """A ``Sec-WebSocket-Key`` must be 16 random bytes, base64-encoded (RFC 6455 4.1)."""
+def valid_key(key: str | bytes | None) -> bool:
+    """A ``Sec-WebSocket-Key`` must be 16 random bytes, base64-encoded (RFC 6455 4.1).
+    (``binascii``'s strict mode checks the alphabet and padding in C, where ``b64decode``'s
+    ``validate`` runs a regex first.)"""
     if not key or len(key) != 24:
         return False
     try:
-        return len(base64.b64decode(key, validate=True)) == 16
-    except ValueError:
+        return len(binascii.a2b_base64(key, strict_mode=True)) == 16
+    except (binascii.Error, ValueError):
         return False
 
 

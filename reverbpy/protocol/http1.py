@@ -162,7 +162,7 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
     return Head(path.decode(), query.decode(), end + 4, content_length, keep_alive)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as ``Head``
 class Upgrade:
     """A WebSocket upgrade to ``{path}/app/{key}`` whose head is in plain, unambiguous shape."""
 
@@ -174,10 +174,14 @@ class Upgrade:
     head_size: int
 
 
-# Headers an upgrade reads, each at most once here (a repeat is aiohttp's to judge).
+# Headers an upgrade reads, and those it must not see twice (a repeat is aiohttp's to judge).
 _UPGRADE_HEADERS: Final = frozenset(
     {b"upgrade", b"connection", b"sec-websocket-version", b"sec-websocket-key", b"origin"}
 )
+_UPGRADE_ONCE: Final = _SINGLETONS | _UPGRADE_HEADERS
+# Bytes of a target that aiohttp would decode (``%``), cut (``#``) or read as a space in the
+# query (``+``), and those that are no part of one: any of them leaves the upgrade to aiohttp.
+_TARGET_REFUSED: Final = b" \t%#+"
 
 
 def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
@@ -187,28 +191,40 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
 
     Anything else, including every handshake error aiohttp answers (400, 426), is left to it,
     so this reader only narrows what aiohttp accepts, as ``read_head`` does for triggers.
+    It takes the heads ``_plain`` takes and no other (tests/protocol/test_http1.py), in one
+    pass over the header lines: every socket's first request comes through here, and in a
+    reconnect storm its cost is the server's.
     """
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end < 0:
         return NOT_OURS
-    plain = _plain(buffer[:end], b"GET ")
-    if plain is None or plain[0].find(b"%") >= 0:
+    head = buffer[:end]
+    lines = head.split(b"\r\n")
+    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):  # as in ``_plain``
         return NOT_OURS
-    target, headers = plain
-    path, _, query = target.partition(b"?")
-    start = prefix + b"/app/"
-    key = path[len(start) :]
-    if not path.startswith(start) or not _APP_KEY.fullmatch(key) or key in (b".", b".."):
+    line = lines[0]
+    start = b"GET " + prefix + b"/app/"
+    if not line.startswith(start) or not line.endswith(_VERSION):
         return NOT_OURS
-    if query.find(b"#") >= 0 or query.find(b"+") >= 0:  # aiohttp would cut or decode them
+    target = line[len(start) : -len(_VERSION)]
+    if len(target.translate(None, _TARGET_REFUSED)) != len(target):
+        return NOT_OURS
+    key, _, query = target.partition(b"?")
+    if not _APP_KEY.fullmatch(key) or key == b"." or key == b"..":
         return NOT_OURS
     seen: dict[bytes, bytes] = {}
-    for name, value in headers:
-        if name in _SINGLETONS or name in _UPGRADE_HEADERS:
-            if name in seen:
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        lowered = name.lower()
+        if not colon or (
+            lowered not in _KNOWN_NAMES and (not name or name.translate(None, _TOKEN))
+        ):
+            return NOT_OURS
+        if lowered in _UPGRADE_ONCE:
+            if lowered in seen:
                 return NOT_OURS
-            seen[name] = value.strip(b" \t")
-        elif name == b"transfer-encoding":
+            seen[lowered] = value.strip(b" \t")
+        elif lowered == b"transfer-encoding":
             return NOT_OURS
     if (
         b"host" not in seen
@@ -218,16 +234,18 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
         or seen.get(b"sec-websocket-version") != b"13"
     ):
         return NOT_OURS
-    ws_key = seen.get(b"sec-websocket-key", b"").decode()
+    ws_key = seen.get(b"sec-websocket-key", b"")
     if not valid_key(ws_key):
         return NOT_OURS
     protocol = None
-    for pair in query.split(b"&"):
-        name, _, value = pair.partition(b"=")
-        if name == b"protocol":
-            protocol = value.decode()
-            break
+    if query:
+        for pair in query.split(b"&"):
+            name, _, value = pair.partition(b"=")
+            if name == b"protocol":
+                protocol = value.decode()
+                break
     origin = seen.get(b"origin")
     return Upgrade(
-        key.decode(), protocol, None if origin is None else origin.decode(), ws_key, end + 4
-    )
+        key.decode(), protocol, None if origin is None else origin.decode(), ws_key.decode(),
+        end + 4,
+    )  # fmt: skip

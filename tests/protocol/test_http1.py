@@ -6,7 +6,7 @@ import itertools
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reverbpy.protocol import http1
@@ -199,3 +199,66 @@ def test_a_plain_head_is_what_one_regex_over_it_would_take(
 def test_the_header_names_taken_without_a_check_are_lowercase_tokens() -> None:
     token = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")
     assert all(token.fullmatch(name) for name in http1._KNOWN_NAMES)
+
+
+def _upgrade_through_plain(buffer: bytes, prefix: bytes) -> Upgrade | object:
+    """``read_upgrade`` as it was, on top of ``_plain`` (whose shape the test above pins):
+    the one-pass reader must take exactly the heads this takes, and read them alike."""
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+    plain = None if end < 0 else _plain(buffer[:end], b"GET ")
+    if plain is None or plain[0].find(b"%") >= 0:
+        return NOT_OURS
+    target, headers = plain
+    path, _, query = target.partition(b"?")
+    start = prefix + b"/app/"
+    key = path[len(start) :]
+    if not path.startswith(start) or not re.fullmatch(rb"[A-Za-z0-9_.~-]+", key) or key in (b".", b".."):
+        return NOT_OURS
+    if query.find(b"#") >= 0 or query.find(b"+") >= 0:
+        return NOT_OURS
+    seen: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in http1._SINGLETONS or name in http1._UPGRADE_HEADERS:
+            if name in seen:
+                return NOT_OURS
+            seen[name] = value.strip(b" \t")
+        elif name == b"transfer-encoding":
+            return NOT_OURS
+    if (b"host" not in seen or b"content-length" in seen or seen.get(b"upgrade", b"").lower() != b"websocket"
+            or seen.get(b"connection", b"").lower().find(b"upgrade") < 0 or seen.get(b"sec-websocket-version") != b"13"):
+        return NOT_OURS
+    ws_key = seen.get(b"sec-websocket-key", b"").decode()
+    if len(ws_key) != 24 or not re.fullmatch(r"[A-Za-z0-9+/]{22}==", ws_key):
+        return NOT_OURS
+    protocol = next((v.decode() for n, _, v in (p.partition(b"=") for p in query.split(b"&")) if n == b"protocol"), None)
+    origin = seen.get(b"origin")
+    return Upgrade(key.decode(), protocol, None if origin is None else origin.decode(), ws_key, end + 4)
+
+
+_UPGRADE_LINES = (b"GET /app/k HTTP/1.1", b"GET /app/k HTTP/1.1", b"GET /ws/app/k?protocol=7 HTTP/1.1", b"GET /app/key-1?protocol=7&client=js HTTP/1.1", b"GET /ws/app/k HTTP/1.1",
+                  b"GET /app/k?protocol=7#x HTTP/1.1", b"GET /app/k?a=1+2 HTTP/1.1", b"GET /app/k%2e HTTP/1.1",
+                  b"GET /app/.. HTTP/1.1", b"GET /app/a/b HTTP/1.1", b"GET /app/k\t HTTP/1.1", b"GET  /app/k HTTP/1.1",
+                  b"POST /app/k HTTP/1.1", b"GET /app/k HTTP/1.0", b"GET /app/k?protocol=&protocol=7 HTTP/1.1")
+_UPGRADE_HEADER_LINES = (b"Host: x", b"Upgrade: websocket", b"upgrade: WebSocket ", b"Upgrade: h2c",
+                         b"Connection: keep-alive, Upgrade", b"Connection: close", b"Sec-WebSocket-Version: 13",
+                         b"Sec-WebSocket-Version:13", b"Sec-WebSocket-Version: 8", f"Sec-WebSocket-Key: {WS_KEY}".encode(),
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=", b"Sec-WebSocket-Key: !GhlIHNhbXBsZSBub25jZQ==",
+                         b"Origin: https://a.test", b"Content-Length: 0", b"Transfer-Encoding: chunked", b"User-Agent: x",
+                         b"X-Custom: a\tb", b"X@bad: 1", b"NoColon", b": empty", b"X-Nul: \x00", b"X-Latin: \xe9",
+                         b" folded", b"Bare\rCR: 1", b"Host: y")
+
+
+_VALID_UPGRADE = _UPGRADE_HEADER_LINES[0:2] + _UPGRADE_HEADER_LINES[4:5] + _UPGRADE_HEADER_LINES[6:7] + _UPGRADE_HEADER_LINES[9:10]
+
+
+@settings(max_examples=1000)
+@given(st.sampled_from(_UPGRADE_LINES), st.lists(st.sampled_from(_UPGRADE_HEADER_LINES), max_size=3),
+       st.permutations(_VALID_UPGRADE), st.sampled_from((5, 5, 5, 4, 0)), st.sampled_from((b"", b"/ws")),
+       st.sampled_from((b"", b"\x81\x80tail")))  # fmt: skip
+def test_the_one_pass_upgrade_reader_takes_what_the_two_pass_one_took(
+    line: bytes, extra: list[bytes], valid: list[bytes], keep: int, prefix: bytes, tail: bytes
+) -> None:
+    """A valid upgrade's headers, some of them dropped, others added, in any order."""
+    headers = [*valid[:keep], *extra]
+    data = b"\r\n".join((line, *headers)) + b"\r\n\r\n" + tail
+    assert read_upgrade(data, prefix) == _upgrade_through_plain(data, prefix)
