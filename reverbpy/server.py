@@ -124,7 +124,7 @@ def create_app(config: ServerConfig) -> web.Application:
     http_api = HttpApi(hub, config)
     readiness = Readiness()
     # Eager joins and leaves only in memory: see ``connection``'s docstring.
-    sockets = Sockets(eager=config.scaling.adapter == "memory")
+    sockets = Sockets(eager=hub.adapter.local)
     websocket = WebSocketHandler(hub, outbox, sockets)
     node = Node(
         config=config,

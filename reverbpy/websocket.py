@@ -265,8 +265,16 @@ class WebSocketHandler:
             actions = error_actions(invalid_message("Binary frames are not supported"))
         else:
             actions = conn.session.receive(payload)
-            # Client events, the hot case, are applied without a coroutine.
+            # Client events, the hot case, are applied without a coroutine; so is a join
+            # when there is no cluster to wait for (a reconnect storm's every message).
             if actions and type(actions[0]) is not Whisper and _waits(actions):
+                if (
+                    len(actions) == 1
+                    and type(join := actions[0]) is Join
+                    and self.hub.adapter.local
+                ):
+                    self._join_here(conn.state, conn, join)
+                    return None
                 return self._execute(conn.state, conn, actions)
         self._apply(conn.state, conn, actions)
         return None
@@ -301,6 +309,27 @@ class WebSocketHandler:
                 case Close(code, reason):
                     conn.close(code, reason)
 
+    def _join_here(self, state: AppState, conn: Connection, join: Join) -> None:
+        try:
+            self.hub.join_here(state, conn, join.channel, join.member)
+        except SubscriptionError as exc:
+            self._refused(state, conn, join.channel, exc)
+
+    def _refused(
+        self, state: AppState, conn: Connection, channel: str, exc: SubscriptionError
+    ) -> None:
+        """A limit refused the join (a full presence channel): the client is told why."""
+        conn.session.subscription_refused(channel)
+        if (observer := self.hub.observer) is not None:
+            observer.record(
+                "subscription_error",
+                state.app.id,
+                socket_id=conn.socket_id,
+                channels=(channel,),
+                detail=f"{exc.kind}: {exc.message}",
+            )
+        conn.send(messages.subscription_error(channel, exc.kind, exc.message, exc.status))
+
     async def _execute(self, state: AppState, conn: Connection, actions: list[Action]) -> None:
         hub = self.hub
         for action in actions:
@@ -309,18 +338,7 @@ class WebSocketHandler:
                     try:
                         await hub.join(state, conn, channel, member)
                     except SubscriptionError as exc:
-                        conn.session.subscription_refused(channel)
-                        if (observer := hub.observer) is not None:
-                            observer.record(
-                                "subscription_error",
-                                state.app.id,
-                                socket_id=conn.socket_id,
-                                channels=(channel,),
-                                detail=f"{exc.kind}: {exc.message}",
-                            )
-                        conn.send(
-                            messages.subscription_error(channel, exc.kind, exc.message, exc.status)
-                        )
+                        self._refused(state, conn, channel, exc)
                 case Leave(channel, member):
                     await hub.leave(state, conn, channel, member)
                 case SignIn(user_id, _info, watchlist, confirmation):

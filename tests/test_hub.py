@@ -36,6 +36,7 @@ class FakeAdapter(MemoryAdapter):
     """The rest of the cluster, as a test wants it; records what this node published."""
 
     name = "fake"
+    local = False
 
     def __init__(self) -> None:
         super().__init__()

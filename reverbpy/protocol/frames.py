@@ -12,7 +12,6 @@ per socket). Permessage-deflate is never negotiated, so RSV bits are always an e
 
 from __future__ import annotations
 
-import base64
 import binascii
 import codecs
 import hashlib
@@ -60,7 +59,11 @@ class FrameError(Exception):
 
 def accept_key(key: str) -> str:
     """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (RFC 6455 4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+    return _accept(key.encode()).decode()
+
+
+def _accept(key: bytes) -> bytes:
+    return binascii.b2a_base64(hashlib.sha1(key + _GUID).digest(), newline=False)
 
 
 def valid_key(key: str | bytes | None) -> bool:
@@ -75,13 +78,16 @@ def valid_key(key: str | bytes | None) -> bool:
         return False
 
 
+_SWITCHING = (
+    b"HTTP/1.1 101 Switching Protocols\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: "
+)
+
+
 def handshake_response(key: str) -> bytes:
-    return (
-        b"HTTP/1.1 101 Switching Protocols\r\n"
-        b"Upgrade: websocket\r\n"
-        b"Connection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
-    )
+    return _SWITCHING + _accept(key.encode()) + b"\r\n\r\n"
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -36,11 +36,16 @@ def _internal(event: str, data: Any, channel: str | None = None) -> bytes:
     return _dumps(message)
 
 
+_ESTABLISHED = (
+    b'{"event":"pusher:connection_established",'
+    b'"data":"{\\"socket_id\\":\\"%s\\",\\"activity_timeout\\":%d}"}'
+)
+
+
 def connection_established(socket_id: str, activity_timeout: int) -> bytes:
-    return _internal(
-        "pusher:connection_established",
-        {"socket_id": socket_id, "activity_timeout": activity_timeout},
-    )
+    """The first message of every socket, from a template: a socket id is digits and a dot
+    (``websocket.new_socket_id``), which JSON needs no escape for, twice encoded or not."""
+    return _ESTABLISHED % (socket_id.encode(), activity_timeout)
 
 
 def error(code: int | None, message: str) -> bytes:
@@ -111,7 +116,7 @@ class Pong:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see ``ClientEvent``; one is made per subscribe
 class Subscribe:
     channel: str
     auth: str | None

@@ -37,7 +37,7 @@ class Reply:
     frame: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per subscribe, a reconnect storm's hot path
 class Join:
     """Add this connection to ``channel``; the caller sends ``subscription_succeeded``."""
 

@@ -59,6 +59,9 @@ class ClusterListener(Protocol):
 
 class Adapter(Protocol):
     name: str
+    local: bool
+    """True when this node's state is the whole truth: every answer below is ``None`` at
+    once, so a join, a leave or a sign-in never waits on it (the in-memory adapter)."""
 
     @property
     def healthy(self) -> bool:

@@ -13,6 +13,7 @@ from reverbpy.scaling.base import ClusterListener, PresenceJoin
 
 class MemoryAdapter:
     name = "memory"
+    local = True
     healthy = True
 
     def __init__(self, config: ServerConfig | None = None) -> None:

@@ -164,6 +164,7 @@ class _Conflict(Exception):
 
 class NatsAdapter:
     name = "nats"
+    local = False
 
     def __init__(self, config: ServerConfig) -> None:
         scaling = config.scaling

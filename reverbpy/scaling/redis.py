@@ -163,6 +163,7 @@ _SEP = "\x1f"
 
 class RedisAdapter:
     name = "redis"
+    local = False
 
     def __init__(self, config: ServerConfig) -> None:
         scaling = config.scaling

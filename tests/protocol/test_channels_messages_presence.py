@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reverbpy.protocol import messages
 from reverbpy.protocol.channels import ChannelType, channel_kind, channel_name_error
@@ -38,6 +40,16 @@ def test_invalid_channel_names(name: object) -> None:
 @pytest.mark.parametrize("name", ["a-Z_0=9@,.;", "#server-to-user-abc", "x" * 200])
 def test_valid_channel_names(name: str) -> None:
     assert channel_name_error(name) is None
+
+
+@given(st.integers(1, 10**9), st.integers(1, 10**9), st.integers(0, 10**6))
+def test_connection_established_from_its_template_is_what_the_encoder_makes(
+    high: int, low: int, activity_timeout: int
+) -> None:
+    socket_id = f"{high}.{low}"
+    data = orjson.dumps({"socket_id": socket_id, "activity_timeout": activity_timeout}).decode()
+    expected = orjson.dumps({"event": "pusher:connection_established", "data": data})
+    assert messages.connection_established(socket_id, activity_timeout) == expected
 
 
 def test_internal_events_are_double_encoded() -> None:
