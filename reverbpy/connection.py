@@ -12,10 +12,11 @@ There is no task per socket: messages are handled in ``data_received``. When the
 needs to wait (joining a channel through Redis, say), the socket stops reading until that is
 done, so one client's messages are still handled in the order it sent them.
 
-With the in-memory adapter, what the listener returns to wait on is started at once
-(``Sockets(eager=True)``): a join, a leave or a disconnection never really waits there, so it
-finishes in that first step without a task or a loop turn, which is most of a subscribe's cost
-in a reconnect storm. Not with Redis: its client uses ``asyncio.timeout``, which needs to run
+With the in-memory adapter (``Adapter.local``), what the listener returns to wait on is
+started at once (``Sockets(eager=True)``): a leave or a disconnection never really waits there,
+so it finishes in that first step without a task or a loop turn, which was most of a
+subscribe's cost in a reconnect storm (a join, the storm's every message, is not even a
+coroutine there: ``Hub.join_here``). Not with Redis: its client uses ``asyncio.timeout``, which needs to run
 inside a task, and every join waits on the network anyway. (Python 3.12's eager tasks would
 cover both; this works on 3.11.)
 """

@@ -30,6 +30,12 @@ from reverbpy.protocol.presence import Member, PresenceState, snapshot
 def test_channel_kind(name: str, type_: ChannelType, cache: bool) -> None:
     kind = channel_kind(name)
     assert (kind.type, kind.cache) == (type_, cache)
+    # Pusher: private, encrypted and presence channels need a signature; client events only
+    # on private and presence ones.
+    private = type_ in (ChannelType.PRIVATE, ChannelType.PRESENCE)
+    assert kind.needs_auth is (private or type_ is ChannelType.ENCRYPTED)
+    assert kind.accepts_client_events is private
+    assert channel_kind(name) is kind  # remembered, or one of the eight kinds anyway
 
 
 @pytest.mark.parametrize("name", ["", "a b", "a/b", "é", "#private-x", "#server-to-user-", "x" * 201, 5])
