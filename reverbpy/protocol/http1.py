@@ -79,38 +79,6 @@ class NotOurs:
 NOT_OURS: Final = NotOurs()
 
 
-def _plain(head: bytes, start: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
-    """The target and headers of a complete ``head`` if it is plain: ``{start}{target}
-    HTTP/1.1`` (``start``: the method and a space), then ``name:value`` lines with a token
-    for a name and printable ASCII or tabs for a value; else None (aiohttp's to judge). Each
-    header is ``(name in lower case, value)``, in order, repeats kept."""
-    lines = head.split(b"\r\n")
-    # Left when printable ASCII and HTAB are taken out: the CR and LF of each line break, and
-    # any other byte. Exactly two a break, then, is no other byte and no bare CR or LF.
-    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):
-        return None
-    line = lines[0]
-    target = line[len(start) : -len(_VERSION)]
-    if (
-        not line.startswith(start)
-        or not line.endswith(_VERSION)
-        or not target
-        or target.find(b" ") >= 0
-        or target.find(b"\t") >= 0
-    ):
-        return None
-    headers = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        lowered = name.lower()
-        if not colon or (
-            lowered not in _KNOWN_NAMES and (not name or name.translate(None, _TOKEN))
-        ):
-            return None
-        headers.append((lowered, value))
-    return target, headers
-
-
 def head_end(buffer: bytes, scanned: int = 0) -> int:
     """Where the head at the start of ``buffer`` ends (its blank line included), or -1 while it
     is incomplete. ``scanned``: bytes already searched, so a trickled head costs linear time."""
@@ -126,35 +94,52 @@ def head_complete(buffer: bytes, scanned: int = 0) -> bool:
 
 def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
     """The head at the start of ``buffer`` if it is a fast-path request for one of ``paths``;
-    ``None`` while it is incomplete."""
+    ``None`` while it is incomplete.
+
+    A plain head: ``POST {target} HTTP/1.1``, then ``name:value`` lines with a token for a
+    name and printable ASCII or tabs for a value, checked in one pass over the lines, as they
+    are read (tests/protocol/test_http1.py holds it to a regex over the whole head).
+    """
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end < 0:
         if len(buffer) >= MAX_HEAD or buffer.find(b"\n\n") >= 0:
             return NOT_OURS
         return None
-    plain = _plain(buffer[:end], b"POST ")
-    if plain is None:
+    head = buffer[:end]
+    lines = head.split(b"\r\n")
+    # Left when printable ASCII and HTAB are taken out: the CR and LF of each line break, and
+    # any other byte. Exactly two a break, then, is no other byte and no bare CR or LF.
+    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):
         return NOT_OURS
-    target, headers = plain
+    line = lines[0]
+    if not line.startswith(b"POST ") or not line.endswith(_VERSION):
+        return NOT_OURS
+    target = line[5 : -len(_VERSION)]
     path, _, query = target.partition(b"?")
-    if path not in paths or not query.isascii() or query.find(b"#") >= 0:
+    if path not in paths or len(query.translate(None, b" \t#")) != len(query):
         return NOT_OURS
     content_length = -1
     keep_alive = True
     seen: set[bytes] = set()
-    for name, value in headers:
-        if name in _SINGLETONS:
-            if name in seen:
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        lowered = name.lower()
+        if not colon or (
+            lowered not in _KNOWN_NAMES and (not name or name.translate(None, _TOKEN))
+        ):
+            return NOT_OURS
+        if lowered in _SINGLETONS:
+            if lowered in seen:
                 return NOT_OURS
-            seen.add(name)
-        if name == b"content-length":
-            value = value.strip(b" \t")
-            if not value.isdigit() or len(value) > 12:
-                return NOT_OURS
-            content_length = int(value)
-        elif name == b"connection":  # a list header: "close" in any of them closes
+            seen.add(lowered)
+            if lowered == b"content-length":
+                value = value.strip(b" \t")
+                if not value.isdigit() or len(value) > 12:
+                    return NOT_OURS
+                content_length = int(value)
+        elif lowered == b"connection":  # a list header: "close" in any of them closes
             keep_alive = keep_alive and value.lower().find(b"close") < 0
-        elif name in _REFUSED_HEADERS:
+        elif lowered in _REFUSED_HEADERS:
             return NOT_OURS
     # HTTP/1.1 requires one Host (RFC 9112 3.2): without it, aiohttp decides.
     if content_length < 0 or b"host" not in seen:
@@ -191,16 +176,15 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
 
     Anything else, including every handshake error aiohttp answers (400, 426), is left to it,
     so this reader only narrows what aiohttp accepts, as ``read_head`` does for triggers.
-    It takes the heads ``_plain`` takes and no other (tests/protocol/test_http1.py), in one
-    pass over the header lines: every socket's first request comes through here, and in a
-    reconnect storm its cost is the server's.
+    A plain head, as for ``read_head``, checked in one pass over the lines: every socket's
+    first request comes through here, and in a reconnect storm its cost is the server's.
     """
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end < 0:
         return NOT_OURS
     head = buffer[:end]
     lines = head.split(b"\r\n")
-    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):  # as in ``_plain``
+    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):  # as in ``read_head``
         return NOT_OURS
     line = lines[0]
     start = b"GET " + prefix + b"/app/"
