@@ -595,7 +595,7 @@ SCENARIOS = {
 
 # (scenario, label, getter, unit, higher_is_better, target ratio or None)
 METRICS: list[tuple[str, str, Any, str, bool, float | None]] = [
-    ("fanout", "fanout deliveries/s", lambda r: r.get("deliveries_per_s"), "/s", True, 3.0),
+    ("fanout", "fanout deliveries/s", lambda r: r.get("deliveries_per_s"), "/s", True, 10.0),
     ("fanout", "fanout deliveries per server CPU-s", lambda r: per_cpu(r, "deliveries_per_s"), "/s", True, None),
     ("fanout", "fanout events accepted/s", lambda r: r.get("accepted_per_s"), "/s", True, None),
     ("fanout", "fanout latency p50", lambda r: r.get("lat", {}).get("p50_ms"), "ms", False, None),
@@ -632,7 +632,7 @@ METRICS: list[tuple[str, str, Any, str, bool, float | None]] = [
     ("storm", "storm: handshake p99", lambda r: r.get("handshake", {}).get("p99_ms"), "ms", False, 1.0),
     ("storm", "storm: server CPU us/conn", lambda r: r.get("cpu_us_per_conn"), "us", False, None),
     ("storm", "storm: trigger delivered", lambda r: r.get("trigger_delivered"), "", True, None),
-    ("http0", "triggers/s, 0 subs", lambda r: r.get("accepted_per_s"), "/s", True, 1.0),
+    ("http0", "triggers/s, 0 subs", lambda r: r.get("accepted_per_s"), "/s", True, 2.0),
     ("http0", "triggers per server CPU-s, 0 subs", lambda r: per_cpu(r, "accepted_per_s"), "/s", True, None),
     ("http0", "trigger p99, 0 subs", lambda r: r.get("http_lat", {}).get("p99_ms"), "ms", False, None),
     ("http0", "http0 server CPU", lambda r: r.get("server_cpu_pct"), "%", False, None),
@@ -642,7 +642,7 @@ METRICS: list[tuple[str, str, Any, str, bool, float | None]] = [
     ("http100", "trigger p99, 100 subs", lambda r: r.get("http_lat", {}).get("p99_ms"), "ms", False, None),
     ("http100", "http100 deliveries/s", lambda r: r.get("deliveries_per_s"), "/s", True, None),
     ("http100", "http100 lost", lambda r: r.get("lost"), "", False, None),
-    ("client-events", "client events relayed/s", lambda r: r.get("relayed_per_s"), "/s", True, 1.0),
+    ("client-events", "client events relayed/s", lambda r: r.get("relayed_per_s"), "/s", True, 1.5),
     ("client-events", "relayed per server CPU-s", lambda r: per_cpu(r, "relayed_per_s"), "/s", True, None),
     ("client-events", "client event p99", lambda r: r.get("lat", {}).get("p99_ms"), "ms", False, None),
     ("client-events", "client-events server CPU", lambda r: r.get("server_cpu_pct"), "%", False, None),
@@ -662,6 +662,7 @@ def per_cpu(r: dict[str, Any], key: str) -> float | None:
 
 
 RATIO_CHART = ["fanout deliveries/s", "fanout deliveries per server CPU-s", "20 ev/s x 2000 latency p99", "conns handshake p99", "conns KiB RSS/conn",
+               "100 ch: handshake p99", "100 ch: server CPU us/conn", "storm: connect rate", "storm: handshake p99",
                "triggers/s, 0 subs", "triggers/s, 100 subs", "client events relayed/s", "presence joins/s"]
 
 
