@@ -79,6 +79,27 @@ class NotOurs:
 NOT_OURS: Final = NotOurs()
 
 
+def _plain_lines(head: bytes, start: bytes) -> tuple[bytes, list[bytes]] | None:
+    """The target and the header lines of a complete ``head`` (its blank line cut off) whose
+    bytes are plain and whose request line is ``{start}{target} HTTP/1.1``; else None. Plain:
+    printable ASCII, tabs and CRLF line breaks, nothing else."""
+    lines = head.split(b"\r\n")
+    # Left when printable ASCII and HTAB are taken out: the CR and LF of each line break, and
+    # any other byte. Exactly two a break, then, is no other byte and no bare CR or LF.
+    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):
+        return None
+    line = lines[0]
+    if not line.startswith(start) or not line.endswith(_VERSION):
+        return None
+    del lines[0]
+    return line[len(start) : -len(_VERSION)], lines
+
+
+def _token(name: bytes) -> bool:
+    """A header name outside ``_KNOWN_NAMES`` must be a token (RFC 9110 5.1)."""
+    return bool(name) and not name.translate(None, _TOKEN)
+
+
 def head_end(buffer: bytes, scanned: int = 0) -> int:
     """Where the head at the start of ``buffer`` ends (its blank line included), or -1 while it
     is incomplete. ``scanned``: bytes already searched, so a trickled head costs linear time."""
@@ -105,28 +126,20 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
         if len(buffer) >= MAX_HEAD or buffer.find(b"\n\n") >= 0:
             return NOT_OURS
         return None
-    head = buffer[:end]
-    lines = head.split(b"\r\n")
-    # Left when printable ASCII and HTAB are taken out: the CR and LF of each line break, and
-    # any other byte. Exactly two a break, then, is no other byte and no bare CR or LF.
-    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):
+    plain = _plain_lines(buffer[:end], b"POST ")
+    if plain is None:
         return NOT_OURS
-    line = lines[0]
-    if not line.startswith(b"POST ") or not line.endswith(_VERSION):
-        return NOT_OURS
-    target = line[5 : -len(_VERSION)]
+    target, lines = plain
     path, _, query = target.partition(b"?")
     if path not in paths or len(query.translate(None, b" \t#")) != len(query):
         return NOT_OURS
     content_length = -1
     keep_alive = True
     seen: set[bytes] = set()
-    for line in lines[1:]:
+    for line in lines:  # (the line check inlined in both readers: a call per line is dear)
         name, colon, value = line.partition(b":")
         lowered = name.lower()
-        if not colon or (
-            lowered not in _KNOWN_NAMES and (not name or name.translate(None, _TOKEN))
-        ):
+        if not colon or (lowered not in _KNOWN_NAMES and not _token(name)):
             return NOT_OURS
         if lowered in _SINGLETONS:
             if lowered in seen:
@@ -182,27 +195,20 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end < 0:
         return NOT_OURS
-    head = buffer[:end]
-    lines = head.split(b"\r\n")
-    if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):  # as in ``read_head``
+    plain = _plain_lines(buffer[:end], b"GET " + prefix + b"/app/")
+    if plain is None:
         return NOT_OURS
-    line = lines[0]
-    start = b"GET " + prefix + b"/app/"
-    if not line.startswith(start) or not line.endswith(_VERSION):
-        return NOT_OURS
-    target = line[len(start) : -len(_VERSION)]
+    target, lines = plain  # ``{key}?{query}``
     if len(target.translate(None, _TARGET_REFUSED)) != len(target):
         return NOT_OURS
     key, _, query = target.partition(b"?")
     if not _APP_KEY.fullmatch(key) or key == b"." or key == b"..":
         return NOT_OURS
     seen: dict[bytes, bytes] = {}
-    for line in lines[1:]:
+    for line in lines:  # (the line check inlined in both readers: a call per line is dear)
         name, colon, value = line.partition(b":")
         lowered = name.lower()
-        if not colon or (
-            lowered not in _KNOWN_NAMES and (not name or name.translate(None, _TOKEN))
-        ):
+        if not colon or (lowered not in _KNOWN_NAMES and not _token(name)):
             return NOT_OURS
         if lowered in _UPGRADE_ONCE:
             if lowered in seen:
