@@ -284,16 +284,18 @@ class Connection(Peer, asyncio.Protocol):
 
     def establish(self, handshake: bytes, established: bytes, tail: bytes) -> None:
         """Take the transport over (from the front door or aiohttp) and start the socket: the
-        101 and ``connection_established``, then the answers to any frames in ``tail`` (what
-        a pipelining client sent after its head), in one write and at once. Not at the
-        outbox's end of the loop turn: in a reconnect storm a turn reads hundreds of upgrades,
-        and each client would wait for the last of them. So the first two frames are queued
-        without the outbox, which would find them written; what the frames in ``tail`` queue
-        joins them (the queue is not empty) and goes in the same write."""
+        101 and ``connection_established`` in one write, at once, then the frames in ``tail``
+        (what a pipelining client sent after its head). Not at the outbox's end of the loop
+        turn: in a reconnect storm a turn reads hundreds of upgrades, and each client would
+        wait for the last of them; so the two frames are queued without the outbox, which
+        would only find them written. They leave before ``tail`` is read: a close frame or a
+        broken frame there ends the socket after its 101, not instead of it."""
         WIRE.count_out(self.app_id, 1, len(established))
         self._pending = [handshake, text_frame(established)]
-        self.start(tail)
+        self.start(b"")
         self.flush()
+        if tail:
+            self.data_received(tail)
 
     def start(self, tail: bytes) -> None:
         """Take the transport over; ``tail``: what was read past the upgrade's head."""

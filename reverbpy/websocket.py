@@ -17,7 +17,6 @@ import asyncio
 import os
 import struct
 import time
-from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
@@ -63,29 +62,24 @@ def _waits(actions: list[Action]) -> bool:
     return False
 
 
-def _socket_ids() -> Iterator[str]:
-    """Pusher's shape, two numbers from 1 to 10^9, each from 64 bits of the OS's CSPRNG (so
-    the modulo's bias is below 10^-10). The bits are read 256 ids at a time: a ``getrandom``
-    call per socket was 4 % of the server's CPU in a reconnect storm."""
-    while True:
-        for high, low in struct.iter_unpack(">QQ", os.urandom(16 * 256)):
-            yield f"{high % 1_000_000_000 + 1}.{low % 1_000_000_000 + 1}"
-
-
-_ids = _socket_ids()
+_ids: list[str] = []
 
 
 def new_socket_id() -> str:
-    return next(_ids)
+    """Pusher's shape, two numbers from 1 to 10^9, each from 64 bits of the OS's CSPRNG (so
+    the modulo's bias is below 10^-10). The bits are read 256 ids at a time: a ``getrandom``
+    call per socket was 4 % of the server's CPU in a reconnect storm. (A failed read leaves
+    the pool empty, and the next socket tries again.)"""
+    if not _ids:
+        _ids.extend(
+            f"{high % 1_000_000_000 + 1}.{low % 1_000_000_000 + 1}"
+            for high, low in struct.iter_unpack(">QQ", os.urandom(16 * 256))
+        )
+    return _ids.pop()
 
 
-def _fresh_ids() -> None:
-    """A forked child draws its own bits, never ids its parent has drawn or will draw."""
-    global _ids
-    _ids = _socket_ids()
-
-
-os.register_at_fork(after_in_child=_fresh_ids)
+# A forked child draws its own bits, never ids its parent has drawn or will draw.
+os.register_at_fork(after_in_child=_ids.clear)
 
 
 def origin_allowed(app: AppConfig, origin: str | None) -> bool:

@@ -321,3 +321,25 @@ def test_the_answers_bytes_for_success_and_each_refusal(monkeypatch: Any) -> Non
         "over the rate": [expected(b"429 Too Many Requests", b'{"error":"Over the limit of 1 events per second"}')],
         "head too large": [expected(b"431 Request Header Fields Too Large", b'{"error":"Request head too large"}', close=True)],
     }  # fmt: skip
+
+
+async def test_frames_pipelined_after_an_upgrade_are_read_after_its_101_is_written() -> None:
+    """A client that sends a frame in the same packet as its upgrade gets its 101 and
+    ``connection_established`` first, whatever the frame: a close frame there ends the socket
+    after them, not instead of them, and a ping's pong follows them."""
+    config = ServerConfig(apps=(AppConfig(id="1", key="k", secret=Secret("s")),))
+    triggers = create_app(config)[NODE].triggers
+    head = b"GET /app/k?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ping, close = b"\x89\x80\0\0\0\0", b"\x88\x82\0\0\0\0\x03\xe8"  # masked with zeros; close 1000
+    for tail, last in ((close, b"\x88"), (ping, b"\x8a")):
+        t: Any = Transport()
+        t.set_protocol = lambda protocol: None
+        t.abort = t.close
+        t.get_write_buffer_size = lambda: 0
+        d = FrontDoor(triggers, lambda: None)  # type: ignore[arg-type,return-value]
+        d.connection_made(t)
+        d.data_received(head + tail)
+        await asyncio.sleep(0)  # the outbox's turn
+        assert t.writes[0].startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert b'"pusher:connection_established"' in t.writes[0]
+        assert t.writes[-1].startswith(last)

@@ -79,20 +79,28 @@ class NotOurs:
 NOT_OURS: Final = NotOurs()
 
 
-def _plain_lines(head: bytes, start: bytes) -> tuple[bytes, list[bytes]] | None:
+def _plain_lines(head: bytes, method: bytes) -> tuple[bytes, list[bytes]] | None:
     """The target and the header lines of a complete ``head`` (its blank line cut off) whose
-    bytes are plain and whose request line is ``{start}{target} HTTP/1.1``; else None. Plain:
-    printable ASCII, tabs and CRLF line breaks, nothing else."""
+    bytes are plain and whose request line is ``{method} {target} HTTP/1.1``, one space
+    apart; else None. Plain: printable ASCII, tabs and CRLF line breaks, nothing else."""
     lines = head.split(b"\r\n")
     # Left when printable ASCII and HTAB are taken out: the CR and LF of each line break, and
     # any other byte. Exactly two a break, then, is no other byte and no bare CR or LF.
     if len(head.translate(None, _LINE_BYTES)) != 2 * (len(lines) - 1):
         return None
     line = lines[0]
-    if not line.startswith(start) or not line.endswith(_VERSION):
+    target = line[len(method) + 1 : -len(_VERSION)]
+    if (
+        not line.startswith(method)
+        or line[len(method) : len(method) + 1] != b" "
+        or not line.endswith(_VERSION)
+        or not target
+        or target.find(b" ") >= 0
+        or target.find(b"\t") >= 0
+    ):
         return None
     del lines[0]
-    return line[len(start) : -len(_VERSION)], lines
+    return target, lines
 
 
 def _token(name: bytes) -> bool:
@@ -126,12 +134,13 @@ def read_head(buffer: bytes, paths: frozenset[bytes]) -> Head | NotOurs | None:
         if len(buffer) >= MAX_HEAD or buffer.find(b"\n\n") >= 0:
             return NOT_OURS
         return None
-    plain = _plain_lines(buffer[:end], b"POST ")
+    plain = _plain_lines(buffer[:end], b"POST")
     if plain is None:
         return NOT_OURS
     target, lines = plain
     path, _, query = target.partition(b"?")
-    if path not in paths or len(query.translate(None, b" \t#")) != len(query):
+    # ``#`` ends the target for llhttp and ``%`` is decoded in the path: both are aiohttp's.
+    if path not in paths or target.find(b"#") >= 0 or path.find(b"%") >= 0:
         return NOT_OURS
     content_length = -1
     keep_alive = True
@@ -178,8 +187,8 @@ _UPGRADE_HEADERS: Final = frozenset(
 )
 _UPGRADE_ONCE: Final = _SINGLETONS | _UPGRADE_HEADERS
 # Bytes of a target that aiohttp would decode (``%``), cut (``#``) or read as a space in the
-# query (``+``), and those that are no part of one: any of them leaves the upgrade to aiohttp.
-_TARGET_REFUSED: Final = b" \t%#+"
+# query (``+``): any of them, anywhere in the target, leaves the upgrade to aiohttp.
+_TARGET_REFUSED: Final = b"%#+"
 
 
 def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
@@ -195,13 +204,17 @@ def read_upgrade(buffer: bytes, prefix: bytes) -> Upgrade | NotOurs:
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end < 0:
         return NOT_OURS
-    plain = _plain_lines(buffer[:end], b"GET " + prefix + b"/app/")
+    plain = _plain_lines(buffer[:end], b"GET")
     if plain is None:
         return NOT_OURS
-    target, lines = plain  # ``{key}?{query}``
+    target, lines = plain
     if len(target.translate(None, _TARGET_REFUSED)) != len(target):
         return NOT_OURS
-    key, _, query = target.partition(b"?")
+    path, _, query = target.partition(b"?")
+    start = prefix + b"/app/"
+    if not path.startswith(start):
+        return NOT_OURS
+    key = path[len(start) :]
     if not _APP_KEY.fullmatch(key) or key == b"." or key == b"..":
         return NOT_OURS
     seen: dict[bytes, bytes] = {}

@@ -25,6 +25,7 @@ from reverbpy.protocol.presence import Member, PresenceState, snapshot
         ("presence-cache-a", ChannelType.PRESENCE, True),
         ("cache-a", ChannelType.PUBLIC, True),
         ("#server-to-user-7", ChannelType.SERVER_TO_USER, False),
+        ("presence-cache-" + "x" * 10_000, ChannelType.PRESENCE, True),  # too long to remember
     ],
 )
 def test_channel_kind(name: str, type_: ChannelType, cache: bool) -> None:

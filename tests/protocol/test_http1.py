@@ -353,3 +353,13 @@ def test_the_one_pass_upgrade_reader_takes_what_the_two_pass_one_took(
     headers = [*valid[:keep], *extra]
     data = b"\r\n".join((line, *headers)) + b"\r\n\r\n" + tail
     assert read_upgrade(data, prefix) == _upgrade_through_plain(data, prefix)
+
+
+@pytest.mark.parametrize("prefix", [b"/a?b", b"/a b", b"/a%20b", b"/a\tb", b"/a#b"])
+def test_an_odd_server_path_never_takes_the_fast_path(prefix: bytes) -> None:
+    """What llhttp refuses or reads otherwise in a request line stays aiohttp's, wherever it is
+    in the target, the configured path included."""
+    line = b"GET " + prefix + b"/app/k?protocol=7 HTTP/1.1"
+    assert read_upgrade(upgrade(line=line.decode()), prefix) is NOT_OURS
+    head = b"POST " + prefix + b"/apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    assert read_head(head, frozenset({prefix + b"/apps/1/events"})) is NOT_OURS
