@@ -14,10 +14,10 @@ done, so one client's messages are still handled in the order it sent them.
 
 With the in-memory adapter (``Adapter.local``), what the listener returns to wait on is
 started at once (``Sockets(eager=True)``): a leave or a disconnection never really waits there,
-so it finishes in that first step without a task or a loop turn, which was most of a
-subscribe's cost in a reconnect storm (a join, the storm's every message, is not even a
-coroutine there: ``Hub.join_here``). Not with Redis: its client uses ``asyncio.timeout``, which needs to run
-inside a task, and every join waits on the network anyway. (Python 3.12's eager tasks would
+so it finishes in that first step without a task or a loop turn (a join, a reconnect storm's
+every message, is not even a coroutine there: ``Hub.join_here``). Not with Redis: its client
+uses ``asyncio.timeout``, which needs to run inside a task, and every join waits on the
+network anyway. (Python 3.12's eager tasks would
 cover both; this works on 3.11.)
 """
 
@@ -292,17 +292,15 @@ class Connection(Peer, asyncio.Protocol):
         broken frame there ends the socket after its 101, not instead of it."""
         WIRE.count_out(self.app_id, 1, len(established))
         self._pending = [handshake, text_frame(established)]
-        self.start(b"")
+        self.start()
         self.flush()
         if tail:
             self.data_received(tail)
 
-    def start(self, tail: bytes) -> None:
-        """Take the transport over; ``tail``: what was read past the upgrade's head."""
+    def start(self) -> None:
+        """Take the transport over: this socket reads from it from now on."""
         self._transport.set_protocol(self)
         self._transport.resume_reading()
-        if tail:
-            self.data_received(tail)
 
     def data_received(self, data: bytes) -> None:
         ws = self._ws

@@ -91,7 +91,7 @@ def connect(outbox: Outbox | None = None) -> tuple[Connection, Transport, Listen
     conn = Connection(
         "1.1", AppState(APP), t, outbox or Outbox(1 << 20), session, listener, 0.0, sockets=Sockets()
     )
-    conn.start(b"")
+    conn.start()
     return conn, transport, listener
 
 
